@@ -1,0 +1,50 @@
+/**
+ * Every setting the service reads, read once from the environment.
+ * .env.example lists the same variables with their defaults.
+ */
+export interface Config {
+  /** HTTP port; 0 picks a free one. */
+  port: number
+  host: string
+  /** An external PostgreSQL server. Without it, an embedded one is started. */
+  databaseUrl: string | undefined
+  /** Where the embedded server keeps its data between runs. */
+  embeddedDataDir: string
+  /** Port of the embedded server; 0 picks a free one at each start. */
+  embeddedPort: number
+  /** Apply pending migrations before serving. */
+  migrateOnStart: boolean
+  /** Most database connections this process opens; keep it below the server's max_connections. */
+  dbPoolMax: number
+}
+
+export class ConfigError extends Error {}
+
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  return {
+    port: integer(env, 'PORT', 8080, 0, 65535),
+    host: env.HOST || '0.0.0.0',
+    databaseUrl: env.DATABASE_URL || undefined,
+    embeddedDataDir: env.EMBEDDED_PG_DIR || '.data/postgres',
+    embeddedPort: integer(env, 'EMBEDDED_PG_PORT', 0, 0, 65535),
+    migrateOnStart: boolean(env, 'MIGRATE_ON_START', true),
+    dbPoolMax: integer(env, 'DB_POOL_MAX', 10, 1, 1000),
+  }
+}
+
+function integer(env: Record<string, string | undefined>, name: string, fallback: number, min: number, max: number): number {
+  const raw = env[name]
+  if (raw === undefined || raw === '') return fallback
+  const value = Number(raw)
+  if (!Number.isInteger(value) || value < min || value > max)
+    throw new ConfigError(`${name} must be an integer from ${min} to ${max}, got "${raw}"`)
+  return value
+}
+
+function boolean(env: Record<string, string | undefined>, name: string, fallback: boolean): boolean {
+  const raw = env[name]?.toLowerCase()
+  if (raw === undefined || raw === '') return fallback
+  if (['1', 'true', 'yes', 'on'].includes(raw)) return true
+  if (['0', 'false', 'no', 'off'].includes(raw)) return false
+  throw new ConfigError(`${name} must be true or false, got "${env[name]}"`)
+}

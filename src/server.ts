@@ -1,0 +1,28 @@
+import { loadConfig } from './config'
+import { openDatabase } from './db/database'
+import { createSql } from './db/client'
+import { createApp } from './app'
+
+const log = (msg: string, fields: Record<string, unknown> = {}) =>
+  console.log(JSON.stringify({ level: 'info', time: new Date().toISOString(), msg, ...fields }))
+
+const config = loadConfig()
+const database = await openDatabase(config)
+log('database ready', { database: database.description })
+
+const sql = createSql(database.url, { max: config.dbPoolMax })
+const app = createApp(sql).listen({ port: config.port, hostname: config.host })
+log('listening', { url: `http://${config.host}:${app.server!.port}`, swagger: `http://localhost:${app.server!.port}/swagger` })
+
+let stopping = false
+async function shutdown(signal: string) {
+  if (stopping) return
+  stopping = true
+  log('shutting down', { signal })
+  await app.stop()
+  await sql.end({ timeout: 5 })
+  await database.close()
+  process.exit(0)
+}
+process.on('SIGINT', () => void shutdown('SIGINT'))
+process.on('SIGTERM', () => void shutdown('SIGTERM'))
