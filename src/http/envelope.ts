@@ -1,4 +1,5 @@
 import { t, status, type TSchema } from 'elysia'
+import { Type, type IntegerOptions } from '@sinclair/typebox'
 
 export const Meta = t.Object({ http_status: t.Integer({ description: 'The HTTP status, repeated for clients that only see the body.' }) })
 
@@ -24,9 +25,25 @@ export const ok = <const Code extends 200 | 201, T>(code: Code, data: T) =>
 export const MAX_ID = Number.MAX_SAFE_INTEGER
 export const MAX_INT4 = 2_147_483_647
 
-export const Id = (name: string) =>
-  t.Integer({ minimum: 1, maximum: MAX_ID, error: `${name} must be a positive integer id`, description: `${name}` })
+/**
+ * A JSON integer, strictly: Elysia's t.Integer also accepts numeric strings,
+ * which is right for paths and queries but too lenient for a JSON body.
+ */
+export const Int = (options: IntegerOptions & { error?: string }) => Type.Integer(options)
 
-export const IdParams = t.Object({ id: Id('id') })
+/** An id in a JSON body. */
+export const Id = (name: string) => Int({ minimum: 1, maximum: MAX_ID, error: `${name} must be a positive integer id` })
+
+/**
+ * An id in a path or query string: decimal digits only (Number() would also
+ * take "1e3" or "0x10"), at most 15 of them so it stays an exact JS number.
+ */
+export const IdParam = (name: string) =>
+  t
+    .Transform(t.String({ pattern: '^[1-9][0-9]{0,14}$', error: `${name} must be a positive integer id` }))
+    .Decode((value) => Number(value))
+    .Encode((value) => String(value))
+
+export const IdParams = t.Object({ id: IdParam('id') })
 
 export const Timestamp = t.String({ format: 'date-time' })

@@ -1,6 +1,6 @@
 import { Elysia, t } from 'elysia'
 import type { Sql } from '../db/client'
-import { envelope, errors, Id, IdParams, MAX_INT4, ok, Timestamp } from '../http/envelope'
+import { envelope, errors, Id, IdParam, IdParams, Int, MAX_INT4, ok, Timestamp } from '../http/envelope'
 import { Product } from './products'
 import { Note, Order } from './orders'
 
@@ -31,7 +31,7 @@ export const Cart = t.Object(
 const NewCartItem = t.Object({
   cart_id: Id('cart_id'),
   product_id: Id('product_id'),
-  quantity: t.Integer({ minimum: 1, maximum: MAX_INT4, error: `quantity must be a whole number from 1 to ${MAX_INT4}` }),
+  quantity: Int({ minimum: 1, maximum: MAX_INT4, error: `quantity must be a whole number from 1 to ${MAX_INT4}` }),
 })
 
 export const cartRoutes = (sql: Sql) =>
@@ -43,7 +43,7 @@ export const cartRoutes = (sql: Sql) =>
         return ok(200, row.cart)
       },
       {
-        query: t.Object({ user_id: Id('user_id') }),
+        query: t.Object({ user_id: IdParam('user_id') }),
         response: { 200: envelope(Cart), ...errors(400) },
         detail: { summary: "The user's cart with its open items; created on first use" },
       },

@@ -1,7 +1,7 @@
 import { Elysia, t } from 'elysia'
 import type { Sql } from '../db/client'
 import { ApiError } from '../http/errors'
-import { envelope, errors, Id, IdParams, MAX_ID, MAX_INT4, ok, Timestamp } from '../http/envelope'
+import { envelope, errors, Id, IdParams, Int, MAX_ID, MAX_INT4, ok, Timestamp } from '../http/envelope'
 
 export const Product = t.Object(
   {
@@ -21,14 +21,14 @@ export const Product = t.Object(
 const NewProduct = t.Object({
   name: t.String({ minLength: 1, maxLength: 200, error: 'name must be a string of 1 to 200 characters' }),
   seller_id: Id('seller_id'),
-  price: t.Integer({
+  price: Int({
     minimum: 0,
     maximum: MAX_ID,
     error: 'price must be a whole number of the smallest currency unit, 0 or more',
   }),
   active: t.Optional(t.Boolean({ error: 'active must be true or false' })),
-  stock: t.Integer({ minimum: 0, maximum: MAX_INT4, error: `stock must be a whole number from 0 to ${MAX_INT4}` }),
-  weight: t.Integer({ minimum: 1, maximum: MAX_INT4, error: `weight must be a whole number of grams from 1 to ${MAX_INT4}` }),
+  stock: Int({ minimum: 0, maximum: MAX_INT4, error: `stock must be a whole number from 0 to ${MAX_INT4}` }),
+  weight: Int({ minimum: 1, maximum: MAX_INT4, error: `weight must be a whole number of grams from 1 to ${MAX_INT4}` }),
 })
 
 export const PRODUCTS_PAGE_MAX = 100

@@ -1,0 +1,13 @@
+import { afterAll, setDefaultTimeout } from 'bun:test'
+import { startTestDatabase } from './support/database'
+import { closeTestSql } from './support/db'
+
+setDefaultTimeout(120_000)
+
+const database = await startTestDatabase()
+process.env.WAITRESS_TEST_DATABASE_URL = database.url
+
+afterAll(async () => {
+  await closeTestSql()
+  await database.stop()
+})

@@ -1,0 +1,52 @@
+import type { Sql } from '../../src/db/client'
+
+let nextUser = Math.floor(Math.random() * 1_000_000) * 1000 + 1
+
+/** A user id no other test uses, so every test gets a cart of its own. */
+export const newUserId = () => nextUser++
+
+export interface ProductRow {
+  id: number
+  name: string
+  seller_id: number
+  price: number
+  active: boolean
+  stock: number
+  weight: number
+}
+
+export async function createProduct(
+  sql: Sql,
+  fields: Partial<Pick<ProductRow, 'name' | 'seller_id' | 'price' | 'stock' | 'weight' | 'active'>> = {},
+): Promise<ProductRow> {
+  const [product] = await sql<ProductRow[]>`
+    select id, name, seller_id, price, active, stock, weight
+      from public.create_product(${fields.name ?? 'Kopi Luwak'}, ${fields.seller_id ?? 1}, ${fields.price ?? 1000},
+                                 ${fields.stock ?? 10}, ${fields.weight ?? 250}, ${fields.active ?? true})`
+  return product
+}
+
+export async function cartFor(sql: Sql, userId = newUserId()): Promise<{ id: number; user_id: number }> {
+  const [cart] = await sql<{ id: number; user_id: number }[]>`select id, user_id from public.cart_for_user(${userId})`
+  return cart
+}
+
+export async function addItem(sql: Sql, cartId: number, productId: number, quantity: number): Promise<number> {
+  const [item] = await sql<{ id: number }[]>`select id from public.add_cart_item(${cartId}, ${productId}, ${quantity})`
+  return item.id
+}
+
+export async function stockOf(sql: Sql, productId: number): Promise<number> {
+  const [row] = await sql<{ stock: number }[]>`select stock from public.products where id = ${productId}`
+  return row.stock
+}
+
+/** Runs a statement and returns the PostgresError it raised (fails the test if it did not). */
+export async function refusal(query: Promise<unknown>): Promise<{ code: string; message: string; detail?: string; hint?: string; constraint_name?: string }> {
+  try {
+    await query
+  } catch (error) {
+    return error as { code: string; message: string; detail?: string; hint?: string }
+  }
+  throw new Error('expected the database to refuse the statement, but it succeeded')
+}
