@@ -24,3 +24,5 @@ await Promise.all(
     }
   }),
 )
+
+export {}
