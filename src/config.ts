@@ -16,6 +16,11 @@ export interface Config {
   migrateOnStart: boolean
   /** Most database connections this process opens; keep it below the server's max_connections. */
   dbPoolMax: number
+  /**
+   * The role requests run as (SET ROLE at connect): it may only call the API
+   * functions and read. Empty: the login's own privileges.
+   */
+  dbRole: string | undefined
 }
 
 export class ConfigError extends Error {}
@@ -29,6 +34,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     embeddedPort: integer(env, 'EMBEDDED_PG_PORT', 0, 0, 65535),
     migrateOnStart: boolean(env, 'MIGRATE_ON_START', true),
     dbPoolMax: integer(env, 'DB_POOL_MAX', 10, 1, 1000),
+    dbRole: env.DB_ROLE === undefined ? 'waitress_api' : env.DB_ROLE || undefined,
   }
 }
 

@@ -10,7 +10,7 @@ const config = loadConfig()
 const database = await openDatabase(config)
 log('database ready', { database: database.description })
 
-const sql = createSql(database.url, { max: config.dbPoolMax })
+const sql = createSql(database.url, { max: config.dbPoolMax, role: config.dbRole })
 const app = createApp(sql).listen({ port: config.port, hostname: config.host })
 log('listening', { url: `http://${config.host}:${app.server!.port}`, swagger: `http://localhost:${app.server!.port}/swagger` })
 

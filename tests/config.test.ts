@@ -20,7 +20,9 @@ describe('configuration', () => {
       embeddedPort: 0,
       migrateOnStart: true,
       dbPoolMax: 10,
+      dbRole: 'waitress_api',
     })
+    expect(loadConfig({ DB_ROLE: '' }).dbRole).toBeUndefined()
   })
 
   it('refuses values it cannot use, naming the variable', () => {

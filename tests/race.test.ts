@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'bun:test'
 import { createApp } from '../src/app'
-import { testSql } from './support/db'
+import { apiSql, testSql } from './support/db'
 import { raceBuyers, type Checkout } from './support/buyers'
 import { addItem, cartFor, createProduct } from './support/fixtures'
 
@@ -9,7 +9,7 @@ let server: ReturnType<ReturnType<typeof createApp>['listen']>
 let baseUrl: string
 
 beforeAll(() => {
-  server = createApp(sql).listen({ port: 0, hostname: '127.0.0.1' })
+  server = createApp(apiSql()).listen({ port: 0, hostname: '127.0.0.1' })
   baseUrl = `http://127.0.0.1:${server.server!.port}`
 })
 afterAll(async () => {

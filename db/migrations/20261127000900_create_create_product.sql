@@ -8,6 +8,7 @@ create function public.create_product(
   p_active boolean default true
 ) returns public.products
 language plpgsql
+security definer
 set search_path = ''
 as $$
 declare

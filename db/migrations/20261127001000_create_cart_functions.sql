@@ -1,6 +1,7 @@
 -- migrate:up
 create function public.cart_for_user(p_user_id bigint) returns public.carts
 language plpgsql
+security definer
 set search_path = ''
 as $$
 declare
@@ -32,6 +33,7 @@ create function public.add_cart_item(
   p_quantity integer
 ) returns public.cart_items
 language plpgsql
+security definer
 set search_path = ''
 as $$
 declare

@@ -11,6 +11,7 @@ create function public.place_order(
   p_note text default null
 ) returns setof jsonb
 language plpgsql
+security definer
 set search_path = ''
 as $$
 declare

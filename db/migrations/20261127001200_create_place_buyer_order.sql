@@ -5,6 +5,7 @@ create function public.place_buyer_order(
   p_note text default null
 ) returns jsonb
 language plpgsql
+security definer
 set search_path = ''
 as $$
 declare

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'bun:test'
-import { testSql } from '../support/db'
-import { addItem, cartFor, createProduct, refusal } from '../support/fixtures'
+import { apiSql, testSql } from '../support/db'
+import { addItem, cartFor, createProduct, newUserId, refusal, stockOf } from '../support/fixtures'
 
 const sql = testSql()
 
@@ -77,5 +77,34 @@ describe('schema invariants', () => {
     expect(byName['place_order(bigint,bigint[],text)']).toMatchObject({ api: true, public: false })
     for (const row of rows) expect({ fn: row.fn, public: row.public }).toEqual({ fn: row.fn, public: false })
     expect(byName['set_updated_at()'].api).toBe(false)
+  })
+})
+
+describe('the waitress_api role', () => {
+  const api = apiSql()
+
+  it('cannot write any table directly', async () => {
+    const product = await createProduct(sql, { stock: 3 })
+    for (const statement of [
+      api`update public.products set stock = 1000 where id = ${product.id}`,
+      api`insert into public.orders (buyer_id, seller_id, total_price) values (1, 1, 1)`,
+      api`delete from public.cart_items`,
+      api`insert into public.carts (user_id) values (${newUserId()})`,
+    ])
+      expect((await refusal(statement)).code).toBe('42501')
+    expect(await stockOf(sql, product.id)).toBe(3)
+  })
+
+  it('cannot run DDL', async () => {
+    expect((await refusal(api`create table public.sneaky (id int)`)).code).toBe('42501')
+  })
+
+  it('checks out through the functions, which are its only way to write', async () => {
+    const product = await createProduct(sql, { stock: 3 })
+    const [cart] = await api`select id from public.cart_for_user(${newUserId()})`
+    await api`select public.add_cart_item(${cart.id}, ${product.id}, 2)`
+    const orders = await api`select o from public.place_order(${cart.id}) o`
+    expect(orders).toHaveLength(1)
+    expect(await stockOf(sql, product.id)).toBe(1)
   })
 })

@@ -1,6 +1,7 @@
 import { createSql, type Sql } from '../../src/db/client'
 
 let shared: Sql | undefined
+let api: Sql | undefined
 
 export function testDatabaseUrl(): string {
   const url = process.env.WAITRESS_TEST_DATABASE_URL
@@ -8,13 +9,19 @@ export function testDatabaseUrl(): string {
   return url
 }
 
-/** The pool every test file shares; tests/setup.ts closes it. */
+/** The owner's pool every test file shares, for fixtures and checks; tests/setup.ts closes it. */
 export function testSql(): Sql {
   shared ??= createSql(testDatabaseUrl(), { max: 20 })
   return shared
 }
 
+/** A pool that acts as the service does: as the waitress_api role. */
+export function apiSql(): Sql {
+  api ??= createSql(testDatabaseUrl(), { max: 10, role: 'waitress_api' })
+  return api
+}
+
 export async function closeTestSql() {
-  await shared?.end({ timeout: 5 })
-  shared = undefined
+  await Promise.all([shared?.end({ timeout: 5 }), api?.end({ timeout: 5 })])
+  shared = api = undefined
 }

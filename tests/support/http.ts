@@ -1,7 +1,7 @@
 import { createApp } from '../../src/app'
-import { testSql } from './db'
+import { apiSql } from './db'
 
-export const app = createApp(testSql())
+export const app = createApp(apiSql())
 
 export interface Reply<T = any> {
   status: number
