@@ -83,7 +83,7 @@ as $$
                 'price', oi.price,
                 'weight', oi.weight,
                 'product', public.product_json(p))
-              order by oi.id)
+              order by oi.cart_item_id)
          from public.order_items oi
          join public.products p on p.id = oi.product_id
         where oi.order_id = p_order.id),
@@ -94,7 +94,8 @@ as $$
 $$;
 
 comment on function public.order_json(public.orders) is
-  'An order as the API serves it, with its lines (price and weight as sold) and their products.';
+  'An order as the API serves it, with its lines (price and weight as sold) and their products, '
+  'in the order they were added to the cart.';
 
 revoke execute on function public.product_json(public.products) from public;
 revoke execute on function public.cart_item_json(public.cart_items) from public;

@@ -127,6 +127,7 @@ begin
     select o.id, l.product_id, l.cart_item_id, l.quantity, l.price, l.weight
       from lines l
       join new_orders o on o.seller_id = l.seller_id
+     order by l.cart_item_id
   )
   select array_agg(o.id) into v_order_ids from new_orders o;
 
