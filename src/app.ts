@@ -6,6 +6,7 @@ import { healthRoutes } from './routes/health'
 import { productRoutes } from './routes/products'
 import { cartRoutes } from './routes/carts'
 import { orderRoutes } from './routes/orders'
+import { inventoryRoutes } from './routes/inventory'
 import pkg from '../package.json'
 
 /** The whole HTTP API over one connection pool. Tests drive it with app.handle() or over real HTTP. */
@@ -31,6 +32,7 @@ export function createApp(sql: Sql) {
     .use(productRoutes(sql))
     .use(cartRoutes(sql))
     .use(orderRoutes(sql))
+    .use(inventoryRoutes(sql))
 }
 
 export type App = ReturnType<typeof createApp>

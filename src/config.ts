@@ -21,6 +21,10 @@ export interface Config {
    * functions and read. Empty: the login's own privileges.
    */
   dbRole: string | undefined
+  /** A pending order older than this (seconds) expires and gives its stock back. */
+  orderPaymentTtlSeconds: number
+  /** How often this process runs expire_orders() (seconds); 0 leaves it to cron or pg_cron. */
+  expireOrdersEverySeconds: number
 }
 
 export class ConfigError extends Error {}
@@ -35,6 +39,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     migrateOnStart: boolean(env, 'MIGRATE_ON_START', true),
     dbPoolMax: integer(env, 'DB_POOL_MAX', 10, 1, 1000),
     dbRole: env.DB_ROLE === undefined ? 'waitress_api' : env.DB_ROLE || undefined,
+    orderPaymentTtlSeconds: duration(env, 'ORDER_PAYMENT_TTL', 30 * 60),
+    expireOrdersEverySeconds: duration(env, 'EXPIRE_ORDERS_EVERY', 60),
   }
 }
 
@@ -45,6 +51,17 @@ function integer(env: Record<string, string | undefined>, name: string, fallback
   if (!Number.isInteger(value) || value < min || value > max)
     throw new ConfigError(`${name} must be an integer from ${min} to ${max}, got "${raw}"`)
   return value
+}
+
+const UNIT_SECONDS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400 }
+
+/** A duration in seconds, written as a number of seconds or with a unit: 90, 90s, 30m, 2h, 1d. */
+function duration(env: Record<string, string | undefined>, name: string, fallback: number): number {
+  const raw = env[name]?.trim()
+  if (raw === undefined || raw === '') return fallback
+  const match = /^(\d+)\s*([smhd]?)$/.exec(raw)
+  if (!match) throw new ConfigError(`${name} must be a duration like 90, 90s, 30m, 2h or 1d, got "${raw}"`)
+  return Number(match[1]) * UNIT_SECONDS[match[2] || 's']
 }
 
 function boolean(env: Record<string, string | undefined>, name: string, fallback: boolean): boolean {

@@ -2,6 +2,7 @@ import { loadConfig } from './config'
 import { openDatabase } from './db/database'
 import { createSql } from './db/client'
 import { createApp } from './app'
+import { startExpiryTimer } from './expiry'
 
 const log = (msg: string, fields: Record<string, unknown> = {}) =>
   console.log(JSON.stringify({ level: 'info', time: new Date().toISOString(), msg, ...fields }))
@@ -14,11 +15,17 @@ const sql = createSql(database.url, { max: config.dbPoolMax, role: config.dbRole
 const app = createApp(sql).listen({ port: config.port, hostname: config.host })
 log('listening', { url: `http://${config.host}:${app.server!.port}`, swagger: `http://localhost:${app.server!.port}/swagger` })
 
+const stopExpiry =
+  config.expireOrdersEverySeconds > 0
+    ? startExpiryTimer(sql, { ttlSeconds: config.orderPaymentTtlSeconds, everySeconds: config.expireOrdersEverySeconds, log })
+    : () => {}
+
 let stopping = false
 async function shutdown(signal: string) {
   if (stopping) return
   stopping = true
   log('shutting down', { signal })
+  stopExpiry()
   await app.stop()
   await sql.end({ timeout: 5 })
   await database.close()

@@ -21,6 +21,8 @@ describe('configuration', () => {
       migrateOnStart: true,
       dbPoolMax: 10,
       dbRole: 'waitress_api',
+      orderPaymentTtlSeconds: 1800,
+      expireOrdersEverySeconds: 60,
     })
     expect(loadConfig({ DB_ROLE: '' }).dbRole).toBeUndefined()
   })
@@ -30,6 +32,11 @@ describe('configuration', () => {
     expect(() => loadConfig({ PORT: '70000' })).toThrow('PORT')
     expect(() => loadConfig({ DB_POOL_MAX: '0' })).toThrow('DB_POOL_MAX')
     expect(() => loadConfig({ MIGRATE_ON_START: 'maybe' })).toThrow('MIGRATE_ON_START')
+    expect(() => loadConfig({ ORDER_PAYMENT_TTL: 'half an hour' })).toThrow('ORDER_PAYMENT_TTL')
+    expect(loadConfig({ ORDER_PAYMENT_TTL: '2h', EXPIRE_ORDERS_EVERY: '0' })).toMatchObject({
+      orderPaymentTtlSeconds: 7200,
+      expireOrdersEverySeconds: 0,
+    })
     expect(loadConfig({ MIGRATE_ON_START: 'off', DATABASE_URL: 'postgres://x/y' })).toMatchObject({ migrateOnStart: false, databaseUrl: 'postgres://x/y' })
   })
 

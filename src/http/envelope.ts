@@ -1,5 +1,5 @@
 import { t, status, type TSchema } from 'elysia'
-import { Type, type IntegerOptions } from '@sinclair/typebox'
+import { Type, type IntegerOptions, type TLiteral } from '@sinclair/typebox'
 
 export const Meta = t.Object({ http_status: t.Integer({ description: 'The HTTP status, repeated for clients that only see the body.' }) })
 
@@ -47,3 +47,21 @@ export const IdParam = (name: string) =>
 export const IdParams = t.Object({ id: IdParam('id') })
 
 export const Timestamp = t.String({ format: 'date-time' })
+
+/** Paging of a list: limit defaults to 10 and is capped at PAGE_MAX. */
+export const PAGE_MAX = 100
+
+export const Page = t.Object({
+  limit: t.Optional(t.Integer({ minimum: 1, maximum: MAX_ID, error: 'limit must be a positive integer' })),
+  offset: t.Optional(t.Integer({ minimum: 0, maximum: MAX_ID, error: 'offset must be an integer, 0 or more' })),
+})
+
+export const pageLimit = (query: { limit?: number }) => Math.min(query.limit ?? 10, PAGE_MAX)
+
+/**
+ * One of a fixed set of strings. (Elysia's t.UnionEnum fills an absent
+ * optional query value with the first member, which would turn "no filter"
+ * into a filter.)
+ */
+export const OneOf = <const T extends readonly [string, ...string[]]>(values: T, options: { error?: string; description?: string } = {}) =>
+  t.Union(values.map((value) => t.Literal(value)) as [TLiteral<T[number]>], options)

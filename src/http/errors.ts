@@ -33,6 +33,9 @@ const STATUS_BY_SQLSTATE: Record<string, number> = {
   WA005: 422, // cart items not open items of the cart
   WA006: 422, // nothing to order
   WA007: 422, // items of several sellers in one order
+  WA008: 404, // order not found
+  WA009: 409, // order is not in a state the action applies to
+  WA010: 422, // stock correction below zero
   '22001': 422, // string too long
   '22003': 422, // number out of range
   '22023': 422, // invalid parameter value

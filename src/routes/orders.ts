@@ -1,7 +1,7 @@
 import { Elysia, t } from 'elysia'
 import type { Sql } from '../db/client'
 import { ApiError } from '../http/errors'
-import { envelope, errors, Id, IdParams, ok, Timestamp } from '../http/envelope'
+import { envelope, errors, Id, IdParam, IdParams, ok, OneOf, Page, pageLimit, Timestamp } from '../http/envelope'
 import { Product } from './products'
 
 export const ORDER_STATES = ['pending', 'paid', 'accepted', 'delivered', 'remitted', 'refunded', 'rejected', 'cancelled', 'expired'] as const
@@ -24,10 +24,11 @@ export const Order = t.Object(
     code: t.String({ description: 'OS + 2-digit year + id padded to 10 digits, e.g. OS260000000042.' }),
     buyer_id: t.Integer(),
     seller_id: t.Integer(),
-    state: t.UnionEnum(ORDER_STATES),
+    state: OneOf(ORDER_STATES),
     total_price: t.Integer(),
     note: t.Nullable(t.String()),
     items: t.Array(OrderItem),
+    paid_at: t.Nullable(Timestamp),
     created_at: Timestamp,
     updated_at: Timestamp,
   },
@@ -44,6 +45,28 @@ const NewOrder = t.Object({
     error: 'cart_item_ids must be a list of 1 to 1000 cart item ids',
   }),
   note: t.Optional(Note),
+})
+
+/**
+ * The lifecycle actions: each is one SQL function that locks the order, checks
+ * its state and moves it (giving stock back when the order dies).
+ */
+const TRANSITIONS = {
+  pay: { fn: 'pay_order', summary: 'Pay: pending → paid' },
+  accept: { fn: 'accept_order', summary: 'Seller accepts: paid → accepted' },
+  reject: { fn: 'reject_order', summary: 'Seller rejects: paid → rejected (stock given back)' },
+  deliver: { fn: 'deliver_order', summary: 'Delivered: accepted → delivered' },
+  remit: { fn: 'remit_order', summary: 'Seller paid out: delivered → remitted' },
+  refund: { fn: 'refund_order', summary: 'Refund a paid order: rejected or cancelled → refunded' },
+  cancel: { fn: 'cancel_order', summary: 'Buyer cancels before delivery: pending, paid or accepted → cancelled (stock given back)' },
+} as const
+const ACTIONS = ['pay', 'accept', 'reject', 'deliver', 'remit', 'refund', 'cancel'] as const satisfies readonly (keyof typeof TRANSITIONS)[]
+
+const OrderFilter = t.Object({
+  ...Page.properties,
+  buyer_id: t.Optional(IdParam('buyer_id')),
+  seller_id: t.Optional(IdParam('seller_id')),
+  state: t.Optional(OneOf(ORDER_STATES, { error: `state must be one of ${ORDER_STATES.join(', ')}` })),
 })
 
 export const orderRoutes = (sql: Sql) =>
@@ -67,6 +90,25 @@ export const orderRoutes = (sql: Sql) =>
       },
     )
     .get(
+      '',
+      async ({ query }) => {
+        const rows = await sql`
+          select public.order_json(o) as order
+            from public.orders o
+           where (${query.buyer_id ?? null}::bigint is null or o.buyer_id = ${query.buyer_id ?? null})
+             and (${query.seller_id ?? null}::bigint is null or o.seller_id = ${query.seller_id ?? null})
+             and (${query.state ?? null}::public.order_state is null or o.state = ${query.state ?? null})
+           order by o.id
+           limit ${pageLimit(query)} offset ${query.offset ?? 0}`
+        return ok(200, rows.map((row) => row.order))
+      },
+      {
+        query: OrderFilter,
+        response: { 200: envelope(t.Array(Order)), ...errors(400) },
+        detail: { summary: 'List orders by id, optionally of one buyer, seller or state' },
+      },
+    )
+    .get(
       '/:id',
       async ({ params }) => {
         const [row] = await sql`select public.order_json(o) as order from public.orders o where o.id = ${params.id}`
@@ -77,5 +119,28 @@ export const orderRoutes = (sql: Sql) =>
         params: IdParams,
         response: { 200: envelope(Order), ...errors(400, 404) },
         detail: { summary: 'Get an order with its lines' },
+      },
+    )
+    .post(
+      '/:id/:action',
+      async ({ params }) => {
+        const [row] = await sql`select ${sql(`public.${TRANSITIONS[params.action as (typeof ACTIONS)[number]].fn}`)}(${params.id}) as order`
+        return ok(200, row.order)
+      },
+      {
+        params: t.Object({
+          id: IdParam('id'),
+          action: OneOf(ACTIONS, { error: `action must be one of ${ACTIONS.join(', ')}` }),
+        }),
+        response: { 200: envelope(Order), ...errors(400, 404, 409) },
+        detail: {
+          summary: 'Move an order through its lifecycle',
+          description:
+            Object.entries(TRANSITIONS)
+              .map(([action, { summary }]) => `**${action}**: ${summary}`)
+              .join('. ') +
+            '. 404 unknown order (WA008); 409 when the order is not in a state the action applies to ' +
+            '(WA009: details.state is the current state, details.allowed_from the states it needs).',
+        },
       },
     )

@@ -1,7 +1,7 @@
 import { Elysia, t } from 'elysia'
 import type { Sql } from '../db/client'
 import { ApiError } from '../http/errors'
-import { envelope, errors, Id, IdParams, Int, MAX_ID, MAX_INT4, ok, Timestamp } from '../http/envelope'
+import { envelope, errors, Id, IdParams, Int, MAX_ID, MAX_INT4, ok, OneOf, Page, PAGE_MAX, pageLimit, Timestamp } from '../http/envelope'
 
 export const Product = t.Object(
   {
@@ -31,11 +31,29 @@ const NewProduct = t.Object({
   weight: Int({ minimum: 1, maximum: MAX_INT4, error: `weight must be a whole number of grams from 1 to ${MAX_INT4}` }),
 })
 
-export const PRODUCTS_PAGE_MAX = 100
+export const StockMovement = t.Object(
+  {
+    id: t.Integer(),
+    product_id: t.Integer(),
+    quantity: t.Integer({ description: 'Signed change of stock.' }),
+    reason: OneOf(['initial', 'restock', 'correction', 'sale', 'release']),
+    order_id: t.Nullable(t.Integer()),
+    note: t.Nullable(t.String()),
+    created_at: Timestamp,
+  },
+  { title: 'StockMovement' },
+)
 
-const Page = t.Object({
-  limit: t.Optional(t.Integer({ minimum: 1, maximum: MAX_ID, error: 'limit must be a positive integer', default: 10 })),
-  offset: t.Optional(t.Integer({ minimum: 0, maximum: MAX_ID, error: 'offset must be an integer, 0 or more', default: 0 })),
+const Restock = t.Object({
+  quantity: Int({ minimum: 1, maximum: MAX_INT4, error: `quantity must be a whole number from 1 to ${MAX_INT4}` }),
+  note: t.Optional(t.String({ maxLength: 500, error: 'note must be a string of at most 500 characters' })),
+})
+
+const Adjustment = t.Object({
+  quantity: t.Union([Int({ minimum: -MAX_INT4, maximum: -1 }), Int({ minimum: 1, maximum: MAX_INT4 })], {
+    error: 'quantity must be a non-zero whole number: the signed change of stock',
+  }),
+  reason: t.String({ minLength: 1, maxLength: 500, error: 'reason must be a string of 1 to 500 characters' }),
 })
 
 export const productRoutes = (sql: Sql) =>
@@ -58,18 +76,17 @@ export const productRoutes = (sql: Sql) =>
     .get(
       '',
       async ({ query }) => {
-        const limit = Math.min(query.limit ?? 10, PRODUCTS_PAGE_MAX)
         const rows = await sql`
           select public.product_json(p) as product
             from public.products p
            order by p.id
-           limit ${limit} offset ${query.offset ?? 0}`
+           limit ${pageLimit(query)} offset ${query.offset ?? 0}`
         return ok(200, rows.map((row) => row.product))
       },
       {
         query: Page,
         response: { 200: envelope(t.Array(Product)), ...errors(400) },
-        detail: { summary: `List products by id (limit defaults to 10, at most ${PRODUCTS_PAGE_MAX})` },
+        detail: { summary: `List products by id (limit defaults to 10, at most ${PAGE_MAX})` },
       },
     )
     .get(
@@ -83,5 +100,58 @@ export const productRoutes = (sql: Sql) =>
         params: IdParams,
         response: { 200: envelope(Product), ...errors(400, 404) },
         detail: { summary: 'Get a product' },
+      },
+    )
+    .post(
+      '/:id/restock',
+      async ({ params, body }) => {
+        const [row] = await sql`
+          select public.product_json(p) as product
+            from public.restock_product(${params.id}, ${body.quantity}, ${body.note ?? null}) p`
+        return ok(200, row.product)
+      },
+      {
+        params: IdParams,
+        body: Restock,
+        response: { 200: envelope(Product), ...errors(400, 404, 422) },
+        detail: { summary: 'Add units to the stock (a restock movement in the ledger)' },
+      },
+    )
+    .post(
+      '/:id/adjust',
+      async ({ params, body }) => {
+        const [row] = await sql`
+          select public.product_json(p) as product
+            from public.adjust_stock(${params.id}, ${body.quantity}, ${body.reason}) p`
+        return ok(200, row.product)
+      },
+      {
+        params: IdParams,
+        body: Adjustment,
+        response: { 200: envelope(Product), ...errors(400, 404, 422) },
+        detail: {
+          summary: 'Correct the stock by a signed quantity, with a reason (a correction movement)',
+          description: '422 WA010 when the correction would take the stock below zero.',
+        },
+      },
+    )
+    .get(
+      '/:id/movements',
+      async ({ params, query }) => {
+        const [product] = await sql`select 1 from public.products where id = ${params.id}`
+        if (!product) throw new ApiError(404, `product ${params.id} not found`)
+        const rows = await sql<{ movement: typeof StockMovement.static }[]>`
+          select to_jsonb(m) as movement
+            from public.stock_movements m
+           where m.product_id = ${params.id}
+           order by m.id
+           limit ${pageLimit(query)} offset ${query.offset ?? 0}`
+        return ok(200, rows.map((row) => row.movement))
+      },
+      {
+        params: IdParams,
+        query: Page,
+        response: { 200: envelope(t.Array(StockMovement)), ...errors(400, 404) },
+        detail: { summary: "A product's stock history, oldest first: its stock is the sum of these quantities" },
       },
     )

@@ -45,7 +45,21 @@ describe('the API envelope', () => {
   it('serves the OpenAPI spec describing every route and both envelopes', async () => {
     const spec = (await req('/swagger/json')).body
     expect(Object.keys(spec.paths).sort()).toEqual(
-      ['/carts', '/carts/items', '/carts/{id}/checkout', '/healthz', '/orders', '/orders/{id}', '/products', '/products/{id}'].sort(),
+      [
+        '/carts',
+        '/carts/items',
+        '/carts/{id}/checkout',
+        '/healthz',
+        '/inventory/audit',
+        '/orders',
+        '/orders/{id}',
+        '/orders/{id}/{action}',
+        '/products',
+        '/products/{id}',
+        '/products/{id}/adjust',
+        '/products/{id}/movements',
+        '/products/{id}/restock',
+      ].sort(),
     )
     const created = spec.paths['/carts/{id}/checkout'].post.responses
     expect(Object.keys(created).sort()).toEqual(['201', '400', '404', '422'])

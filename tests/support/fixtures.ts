@@ -50,3 +50,21 @@ export async function refusal(query: Promise<unknown>): Promise<{ code: string; 
   }
   throw new Error('expected the database to refuse the statement, but it succeeded')
 }
+
+/** Products among these ids whose stock disagrees with the ledger or their orders (inventory_audit). */
+export async function auditOf(sql: Sql, productIds: number[]): Promise<unknown[]> {
+  return [...(await sql`select * from public.inventory_audit() where product_id = any (${productIds}::bigint[])`)]
+}
+
+/** Places an order of `quantity` units of a product for a new buyer; returns the order id. */
+export async function placedOrder(sql: Sql, productId: number, quantity = 1): Promise<number> {
+  const cart = await cartFor(sql)
+  await addItem(sql, cart.id, productId, quantity)
+  const [row] = await sql<{ id: number }[]>`select (o->>'id')::bigint as id from public.place_order(${cart.id}) o`
+  return row.id
+}
+
+/** Makes a pending order look older than any payment deadline, so expire_orders() takes it. */
+export async function agePastDeadline(sql: Sql, orderIds: number[]) {
+  await sql`update public.orders set created_at = now() - interval '1 day' where id = any (${orderIds}::bigint[])`
+}

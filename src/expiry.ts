@@ -1,0 +1,39 @@
+import type { Sql } from './db/client'
+
+const BATCH = 500
+
+/**
+ * Expires overdue pending orders in batches until none is left. Safe to run
+ * in every API process at once: expire_orders() skips orders another
+ * session holds.
+ */
+export async function expireOverdueOrders(sql: Sql, ttlSeconds: number): Promise<number> {
+  let total = 0
+  for (;;) {
+    const [{ expired }] = await sql<{ expired: number }[]>`
+      select public.expire_orders(make_interval(secs => ${ttlSeconds}), ${BATCH}) as expired`
+    total += expired
+    if (expired < BATCH) return total
+  }
+}
+
+/** Runs expireOverdueOrders every `everySeconds`; returns a function that stops it. */
+export function startExpiryTimer(
+  sql: Sql,
+  options: { ttlSeconds: number; everySeconds: number; log: (msg: string, fields?: Record<string, unknown>) => void },
+): () => void {
+  let running = false
+  const timer = setInterval(async () => {
+    if (running) return
+    running = true
+    try {
+      const expired = await expireOverdueOrders(sql, options.ttlSeconds)
+      if (expired > 0) options.log('expired overdue orders', { expired })
+    } catch (error) {
+      options.log('expire_orders failed', { error: String(error) })
+    } finally {
+      running = false
+    }
+  }, options.everySeconds * 1000)
+  return () => clearInterval(timer)
+}
