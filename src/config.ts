@@ -21,6 +21,13 @@ export interface Config {
    * functions and read. Empty: the login's own privileges.
    */
   dbRole: string | undefined
+  /** Session limits in milliseconds: a statement, a lock wait, an idle transaction. */
+  dbStatementTimeoutMs: number
+  dbLockTimeoutMs: number
+  dbIdleInTransactionTimeoutMs: number
+  /** Requests waiting for a database connection: at most this many, for at most this long (then 503). */
+  dbQueueMax: number
+  dbQueueTimeoutMs: number
   /** A pending order older than this (seconds) expires and gives its stock back. */
   orderPaymentTtlSeconds: number
   /** How often this process runs expire_orders() (seconds); 0 leaves it to cron or pg_cron. */
@@ -39,8 +46,13 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     migrateOnStart: boolean(env, 'MIGRATE_ON_START', true),
     dbPoolMax: integer(env, 'DB_POOL_MAX', 10, 1, 1000),
     dbRole: env.DB_ROLE === undefined ? 'waitress_api' : env.DB_ROLE || undefined,
-    orderPaymentTtlSeconds: duration(env, 'ORDER_PAYMENT_TTL', 30 * 60),
-    expireOrdersEverySeconds: duration(env, 'EXPIRE_ORDERS_EVERY', 60),
+    dbStatementTimeoutMs: durationMs(env, 'DB_STATEMENT_TIMEOUT', 5_000),
+    dbLockTimeoutMs: durationMs(env, 'DB_LOCK_TIMEOUT', 2_000),
+    dbIdleInTransactionTimeoutMs: durationMs(env, 'DB_IDLE_IN_TRANSACTION_TIMEOUT', 10_000),
+    dbQueueMax: integer(env, 'DB_QUEUE_MAX', 10_000, 0, 1_000_000),
+    dbQueueTimeoutMs: durationMs(env, 'DB_QUEUE_TIMEOUT', 5_000),
+    orderPaymentTtlSeconds: durationMs(env, 'ORDER_PAYMENT_TTL', 30 * 60 * 1000) / 1000,
+    expireOrdersEverySeconds: durationMs(env, 'EXPIRE_ORDERS_EVERY', 60 * 1000) / 1000,
   }
 }
 
@@ -53,15 +65,15 @@ function integer(env: Record<string, string | undefined>, name: string, fallback
   return value
 }
 
-const UNIT_SECONDS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400 }
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }
 
-/** A duration in seconds, written as a number of seconds or with a unit: 90, 90s, 30m, 2h, 1d. */
-function duration(env: Record<string, string | undefined>, name: string, fallback: number): number {
+/** A duration, written as a number of seconds or with a unit (500ms, 90s, 30m, 2h, 1d); in milliseconds. */
+function durationMs(env: Record<string, string | undefined>, name: string, fallback: number): number {
   const raw = env[name]?.trim()
   if (raw === undefined || raw === '') return fallback
-  const match = /^(\d+)\s*([smhd]?)$/.exec(raw)
-  if (!match) throw new ConfigError(`${name} must be a duration like 90, 90s, 30m, 2h or 1d, got "${raw}"`)
-  return Number(match[1]) * UNIT_SECONDS[match[2] || 's']
+  const match = /^(\d+)\s*(ms|s|m|h|d)?$/.exec(raw)
+  if (!match) throw new ConfigError(`${name} must be a duration like 500ms, 90s, 30m, 2h or 1d, got "${raw}"`)
+  return Number(match[1]) * UNIT_MS[match[2] ?? 's']
 }
 
 function boolean(env: Record<string, string | undefined>, name: string, fallback: boolean): boolean {

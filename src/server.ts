@@ -1,6 +1,7 @@
 import { loadConfig } from './config'
 import { openDatabase } from './db/database'
-import { createSql } from './db/client'
+import { createSql, gated } from './db/client'
+import { Gate } from './db/gate'
 import { createApp } from './app'
 import { startExpiryTimer } from './expiry'
 
@@ -11,7 +12,14 @@ const config = loadConfig()
 const database = await openDatabase(config)
 log('database ready', { database: database.description })
 
-const sql = createSql(database.url, { max: config.dbPoolMax, role: config.dbRole })
+const pool = createSql(database.url, {
+  max: config.dbPoolMax,
+  role: config.dbRole,
+  statementTimeoutMs: config.dbStatementTimeoutMs,
+  lockTimeoutMs: config.dbLockTimeoutMs,
+  idleInTransactionTimeoutMs: config.dbIdleInTransactionTimeoutMs,
+})
+const sql = gated(pool, new Gate(config.dbPoolMax, config.dbQueueMax, config.dbQueueTimeoutMs))
 const app = createApp(sql).listen({ port: config.port, hostname: config.host })
 log('listening', { url: `http://${config.host}:${app.server!.port}`, swagger: `http://localhost:${app.server!.port}/swagger` })
 

@@ -21,6 +21,11 @@ describe('configuration', () => {
       migrateOnStart: true,
       dbPoolMax: 10,
       dbRole: 'waitress_api',
+      dbStatementTimeoutMs: 5000,
+      dbLockTimeoutMs: 2000,
+      dbIdleInTransactionTimeoutMs: 10000,
+      dbQueueMax: 10000,
+      dbQueueTimeoutMs: 5000,
       orderPaymentTtlSeconds: 1800,
       expireOrdersEverySeconds: 60,
     })
@@ -33,6 +38,7 @@ describe('configuration', () => {
     expect(() => loadConfig({ DB_POOL_MAX: '0' })).toThrow('DB_POOL_MAX')
     expect(() => loadConfig({ MIGRATE_ON_START: 'maybe' })).toThrow('MIGRATE_ON_START')
     expect(() => loadConfig({ ORDER_PAYMENT_TTL: 'half an hour' })).toThrow('ORDER_PAYMENT_TTL')
+    expect(loadConfig({ DB_LOCK_TIMEOUT: '250ms', DB_STATEMENT_TIMEOUT: '3' })).toMatchObject({ dbLockTimeoutMs: 250, dbStatementTimeoutMs: 3000 })
     expect(loadConfig({ ORDER_PAYMENT_TTL: '2h', EXPIRE_ORDERS_EVERY: '0' })).toMatchObject({
       orderPaymentTtlSeconds: 7200,
       expireOrdersEverySeconds: 0,

@@ -1,5 +1,6 @@
 import { Elysia } from 'elysia'
 import postgres from 'postgres'
+import { DatabaseBusyError } from '../db/gate'
 
 /** An error the API raises itself, with the HTTP status it means. */
 export class ApiError extends Error {
@@ -102,6 +103,7 @@ export const errorHandler = new Elysia({ name: 'waitress/errors' }).onError(
   { as: 'global' },
   ({ code, error, request }) => {
     if (error instanceof ApiError) return respond(errorBody(error.status, error.message))
+    if (error instanceof DatabaseBusyError) return unavailable()
     if (error instanceof postgres.PostgresError) {
       const response = fromPostgres(error)
       if (response) return response
