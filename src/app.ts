@@ -7,10 +7,12 @@ import { productRoutes } from './routes/products'
 import { cartRoutes } from './routes/carts'
 import { orderRoutes } from './routes/orders'
 import { inventoryRoutes } from './routes/inventory'
+import { Checkout, type CheckoutOptions } from './checkout'
 import pkg from '../package.json'
 
 /** The whole HTTP API over one connection pool. Tests drive it with app.handle() or over real HTTP. */
-export function createApp(sql: Sql) {
+export function createApp(sql: Sql, options: { checkout?: CheckoutOptions } = {}) {
+  const checkout = new Checkout(sql, options.checkout)
   return new Elysia()
     .use(errorHandler)
     .use(
@@ -30,8 +32,8 @@ export function createApp(sql: Sql) {
     )
     .use(healthRoutes(sql))
     .use(productRoutes(sql))
-    .use(cartRoutes(sql))
-    .use(orderRoutes(sql))
+    .use(cartRoutes(sql, checkout))
+    .use(orderRoutes(sql, checkout))
     .use(inventoryRoutes(sql))
 }
 

@@ -28,6 +28,10 @@ export interface Config {
   /** Requests waiting for a database connection: at most this many, for at most this long (then 503). */
   dbQueueMax: number
   dbQueueTimeoutMs: number
+  /** Flash-sale mode: how often to ask whether any product has it, the largest batch, batches at once. */
+  flashSaleCheckEveryMs: number
+  flashSaleMaxBatch: number
+  flashSaleBatchesInFlight: number
   /** A pending order older than this (seconds) expires and gives its stock back. */
   orderPaymentTtlSeconds: number
   /** How often this process runs expire_orders() (seconds); 0 leaves it to cron or pg_cron. */
@@ -51,6 +55,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     dbIdleInTransactionTimeoutMs: durationMs(env, 'DB_IDLE_IN_TRANSACTION_TIMEOUT', 10_000),
     dbQueueMax: integer(env, 'DB_QUEUE_MAX', 10_000, 0, 1_000_000),
     dbQueueTimeoutMs: durationMs(env, 'DB_QUEUE_TIMEOUT', 5_000),
+    flashSaleCheckEveryMs: durationMs(env, 'FLASH_SALE_CHECK_EVERY', 1_000),
+    flashSaleMaxBatch: integer(env, 'FLASH_SALE_MAX_BATCH', 500, 1, 1000),
+    flashSaleBatchesInFlight: integer(env, 'FLASH_SALE_BATCHES_IN_FLIGHT', 2, 1, 100),
     orderPaymentTtlSeconds: durationMs(env, 'ORDER_PAYMENT_TTL', 30 * 60 * 1000) / 1000,
     expireOrdersEverySeconds: durationMs(env, 'EXPIRE_ORDERS_EVERY', 60 * 1000) / 1000,
   }

@@ -20,7 +20,13 @@ const pool = createSql(database.url, {
   idleInTransactionTimeoutMs: config.dbIdleInTransactionTimeoutMs,
 })
 const sql = gated(pool, new Gate(config.dbPoolMax, config.dbQueueMax, config.dbQueueTimeoutMs))
-const app = createApp(sql).listen({ port: config.port, hostname: config.host })
+const app = createApp(sql, {
+  checkout: {
+    flashSaleCheckEveryMs: config.flashSaleCheckEveryMs,
+    maxBatch: config.flashSaleMaxBatch,
+    batchesInFlight: config.flashSaleBatchesInFlight,
+  },
+}).listen({ port: config.port, hostname: config.host })
 log('listening', { url: `http://${config.host}:${app.server!.port}`, swagger: `http://localhost:${app.server!.port}/swagger` })
 
 const stopExpiry =

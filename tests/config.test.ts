@@ -26,6 +26,9 @@ describe('configuration', () => {
       dbIdleInTransactionTimeoutMs: 10000,
       dbQueueMax: 10000,
       dbQueueTimeoutMs: 5000,
+      flashSaleCheckEveryMs: 1000,
+      flashSaleMaxBatch: 500,
+      flashSaleBatchesInFlight: 2,
       orderPaymentTtlSeconds: 1800,
       expireOrdersEverySeconds: 60,
     })

@@ -9,7 +9,7 @@ let server: ReturnType<ReturnType<typeof createApp>['listen']>
 let baseUrl: string
 
 beforeAll(() => {
-  server = createApp(apiSql()).listen({ port: 0, hostname: '127.0.0.1' })
+  server = createApp(apiSql(), { checkout: { flashSaleCheckEveryMs: 0 } }).listen({ port: 0, hostname: '127.0.0.1' })
   baseUrl = `http://127.0.0.1:${server.server!.port}`
 })
 afterAll(async () => {
@@ -136,5 +136,24 @@ describe('concurrent checkout', () => {
     expect([...finalStock.values()].every((stock) => stock >= 0)).toBe(true)
     await sql`select pg_stat_clear_snapshot()`
     expect(await deadlocksSoFar()).toBe(deadlocksBefore)
+  })
+
+  it('never sells more than the stock in flash-sale mode when 200 buyers in 10 processes race for one product', async () => {
+    const product = await createProduct(sql, { name: 'Flash 12.12', stock: 150 })
+    await sql`select public.set_flash_sale(${product.id}, true)`
+    try {
+      const buyers = await Promise.all(Array.from({ length: 200 }, () => buyerWith([[product.id, randomInt(1, 3)]])))
+      const groups = Array.from({ length: 10 }, (_, i) => buyers.filter((_, j) => j % 10 === i).map((b) => b.cartId))
+
+      const results = await raceBuyers(baseUrl, groups)
+
+      const { accepted, finalStock } = await expectRaceInvariants(buyers, results, new Map([[product.id, 150]]))
+      expect(accepted).toBeGreaterThan(0)
+      expect(accepted).toBeLessThan(200)
+      const refusedWants = buyers.filter((b) => results.find((r) => r.cart_id === b.cartId)!.status === 422).map((b) => b.wants.get(product.id)!)
+      expect(finalStock.get(product.id)!).toBeLessThan(Math.min(...refusedWants))
+    } finally {
+      await sql`select public.set_flash_sale(${product.id}, false)`
+    }
   })
 })

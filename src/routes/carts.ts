@@ -1,5 +1,6 @@
 import { Elysia, t } from 'elysia'
 import type { Sql } from '../db/client'
+import type { Checkout } from '../checkout'
 import { envelope, errors, Id, IdParam, IdParams, Int, MAX_INT4, ok, Timestamp } from '../http/envelope'
 import { Product } from './products'
 import { Note, Order } from './orders'
@@ -34,7 +35,7 @@ const NewCartItem = t.Object({
   quantity: Int({ minimum: 1, maximum: MAX_INT4, error: `quantity must be a whole number from 1 to ${MAX_INT4}` }),
 })
 
-export const cartRoutes = (sql: Sql) =>
+export const cartRoutes = (sql: Sql, checkout: Checkout) =>
   new Elysia({ prefix: '/carts', detail: { tags: ['carts'] } })
     .get(
       '',
@@ -71,8 +72,8 @@ export const cartRoutes = (sql: Sql) =>
     .post(
       '/:id/checkout',
       async ({ params, body }) => {
-        const rows = await sql`select o as order from public.place_order(${params.id}, null, ${body?.note ?? null}) o`
-        return ok(201, rows.map((row) => row.order))
+        const orders = await checkout.place({ cart_id: params.id, item_ids: null, note: body?.note ?? null, one_seller: false })
+        return ok(201, orders as (typeof Order.static)[])
       },
       {
         params: IdParams,

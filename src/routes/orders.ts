@@ -1,5 +1,6 @@
 import { Elysia, t } from 'elysia'
 import type { Sql } from '../db/client'
+import type { Checkout } from '../checkout'
 import { ApiError } from '../http/errors'
 import { envelope, errors, Id, IdParam, IdParams, ok, OneOf, Page, pageLimit, Timestamp } from '../http/envelope'
 import { Product } from './products'
@@ -69,14 +70,18 @@ const OrderFilter = t.Object({
   state: t.Optional(OneOf(ORDER_STATES, { error: `state must be one of ${ORDER_STATES.join(', ')}` })),
 })
 
-export const orderRoutes = (sql: Sql) =>
+export const orderRoutes = (sql: Sql, checkout: Checkout) =>
   new Elysia({ prefix: '/orders', detail: { tags: ['orders'] } })
     .post(
       '',
       async ({ body }) => {
-        const [row] = await sql`
-          select public.place_buyer_order(${body.buyer_id}, ${body.cart_item_ids}::bigint[], ${body.note ?? null}) as order`
-        return ok(201, row.order)
+        const [order] = await checkout.place({
+          buyer_id: body.buyer_id,
+          item_ids: body.cart_item_ids,
+          note: body.note ?? null,
+          one_seller: true,
+        })
+        return ok(201, order as typeof Order.static)
       },
       {
         body: NewOrder,

@@ -12,6 +12,7 @@ export const Product = t.Object(
     active: t.Boolean(),
     stock: t.Integer({ description: 'Units still for sale; never below zero.' }),
     weight: t.Integer({ description: 'Unit weight in grams.' }),
+    flash_sale: t.Boolean({ description: 'Flash-sale mode: concurrent checkouts are coalesced into batches.' }),
     created_at: Timestamp,
     updated_at: Timestamp,
   },
@@ -153,5 +154,24 @@ export const productRoutes = (sql: Sql) =>
         query: Page,
         response: { 200: envelope(t.Array(StockMovement)), ...errors(400, 404) },
         detail: { summary: "A product's stock history, oldest first: its stock is the sum of these quantities" },
+      },
+    )
+    .put(
+      '/:id/flash-sale',
+      async ({ params, body }) => {
+        const [row] = await sql`
+          select public.product_json(p) as product from public.set_flash_sale(${params.id}, ${body.enabled}) p`
+        return ok(200, row.product)
+      },
+      {
+        params: IdParams,
+        body: t.Object({ enabled: t.Boolean({ error: 'enabled must be true or false' }) }),
+        response: { 200: envelope(Product), ...errors(400, 404) },
+        detail: {
+          summary: 'Switch flash-sale mode on or off, at run time',
+          description:
+            'While any product is in flash-sale mode, every service process coalesces concurrent checkouts into ' +
+            'batches (one place_orders() call, one lock and one commit per batch); it notices within FLASH_SALE_CHECK_EVERY.',
+        },
       },
     )

@@ -57,6 +57,7 @@ describe('the API envelope', () => {
         '/products',
         '/products/{id}',
         '/products/{id}/adjust',
+        '/products/{id}/flash-sale',
         '/products/{id}/movements',
         '/products/{id}/restock',
       ].sort(),

@@ -1,0 +1,519 @@
+-- migrate:up
+-- The checkout, for many buyers at once. Each request is a checkout of its
+-- own (all of a cart's open items, or exactly item_ids), all or nothing, taken
+-- in arrival order; a refused request takes no stock. The whole batch is one
+-- transaction: one lock per cart and per product, one commit, set-based
+-- writes. place_order and place_buyer_order are this function for a single
+-- request, so the rules of a checkout are written once.
+--
+-- Lock order, as everywhere: carts in ascending id, then products in
+-- ascending id.
+--
+-- p_requests: [{"cart_id": 1} | {"buyer_id": 42}, "item_ids": [..] | null,
+--               "note": ".." | null, "one_seller": true | false}, ...]
+-- returns, in the same order: {"orders": [Order, ...]}
+--                           | {"error": {"code", "message", "detail", "hint"}}
+create function public.place_orders(p_requests jsonb) returns jsonb
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_count integer;
+  v_cart_ids bigint[];
+  v_results jsonb[];
+  v_request record;
+  v_cart_id bigint;
+  v_buyer_id bigint;
+  v_lines record;
+  v_missing bigint[];
+  v_unavailable jsonb;
+  v_shortages jsonb;
+  v_sellers bigint[];
+  v_products bigint[];
+  v_remaining integer[];
+  v_taken bigint[] := '{}';
+  v_at integer;
+  -- accepted lines, one entry per line
+  a_ord integer[] := '{}';
+  a_item bigint[] := '{}';
+  a_product bigint[] := '{}';
+  a_quantity integer[] := '{}';
+  a_price bigint[] := '{}';
+  a_weight integer[] := '{}';
+  a_seller bigint[] := '{}';
+  a_buyer bigint[] := '{}';
+  a_note text[] := '{}';
+  v_order_ids bigint[];
+  v_order_ords integer[];
+  v_ord_orders record;
+begin
+  if jsonb_typeof(p_requests) is distinct from 'array' or jsonb_array_length(p_requests) > 1000 then
+    raise exception using errcode = '22023', message = 'place_orders takes a JSON array of at most 1000 requests';
+  end if;
+  v_count := jsonb_array_length(p_requests);
+  if v_count = 0 then
+    return '[]'::jsonb;
+  end if;
+  v_results := array_fill(null::jsonb, array[v_count]);
+
+  -- Lock every cart of the batch, in id order.
+  select array_agg(id) into v_cart_ids
+    from (select c.id from public.carts c
+           where c.id in (select (r->>'cart_id')::bigint from jsonb_array_elements(p_requests) r where r ? 'cart_id')
+          union
+          select c.id from public.carts c
+           where c.user_id in (select (r->>'buyer_id')::bigint from jsonb_array_elements(p_requests) r
+                                where r ? 'buyer_id' and not r ? 'cart_id')) batch_carts;
+  perform from public.carts c
+   where c.id = any (v_cart_ids)
+   order by c.id
+     for no key update;
+
+  -- Then every product on their open lines, in id order, and read their stock.
+  select array_agg(p.id order by p.id), array_agg(p.stock order by p.id)
+    into v_products, v_remaining
+    from (select p.id, p.stock
+            from public.products p
+           where p.id in (select ci.product_id from public.cart_items ci
+                           where ci.cart_id = any (v_cart_ids) and not ci.purchased)
+           order by p.id
+             for no key update) p;
+
+  for v_request in
+    select r.ord::integer as ord,
+           (r.value->>'cart_id')::bigint as cart_id,
+           (r.value->>'buyer_id')::bigint as buyer_id,
+           case when jsonb_typeof(r.value->'item_ids') = 'array'
+                then array(select (x #>> '{}')::bigint from jsonb_array_elements(r.value->'item_ids') x)
+           end as item_ids,
+           r.value->>'note' as note,
+           coalesce((r.value->>'one_seller')::boolean, false) as one_seller
+      from jsonb_array_elements(p_requests) with ordinality as r(value, ord)
+     order by r.ord
+  loop
+    -- The cart.
+    if v_request.cart_id is not null then
+      select c.id, c.user_id into v_cart_id, v_buyer_id from public.carts c where c.id = v_request.cart_id;
+      if not found then
+        v_results[v_request.ord] := jsonb_build_object('error', jsonb_build_object(
+          'code', 'WA001',
+          'message', format('cart %s not found', v_request.cart_id),
+          'detail', jsonb_build_object('cart_id', v_request.cart_id)::text,
+          'hint', 'Get or create the buyer''s cart with cart_for_user(user_id).'));
+        continue;
+      end if;
+    else
+      select c.id, c.user_id into v_cart_id, v_buyer_id from public.carts c where c.user_id = v_request.buyer_id;
+      if not found then
+        v_results[v_request.ord] := jsonb_build_object('error', jsonb_build_object(
+          'code', 'WA005',
+          'message', format('buyer %s has no cart, so cart items %s cannot be ordered',
+                            v_request.buyer_id, array_to_string(v_request.item_ids, ', ', 'null')),
+          'detail', jsonb_build_object('buyer_id', v_request.buyer_id, 'cart_item_ids', to_jsonb(v_request.item_ids))::text,
+          'hint', 'Add items to the buyer''s cart first.'));
+        continue;
+      end if;
+    end if;
+
+    -- Named items must be open items of this cart (not bought earlier in this batch either).
+    if v_request.item_ids is not null then
+      select array_agg(distinct r.id order by r.id) into v_missing
+        from unnest(v_request.item_ids) as r(id)
+       where r.id = any (v_taken) or r.id is null
+          or not exists (select from public.cart_items ci
+                          where ci.id = r.id and ci.cart_id = v_cart_id and not ci.purchased);
+      if v_missing is not null then
+        v_results[v_request.ord] := jsonb_build_object('error', jsonb_build_object(
+          'code', 'WA005',
+          'message', format('cart items %s are not open items of cart %s',
+                            array_to_string(v_missing, ', ', 'null'), v_cart_id),
+          'detail', jsonb_build_object('cart_id', v_cart_id, 'cart_item_ids', to_jsonb(v_missing))::text,
+          'hint', 'Only items in this cart that are not purchased yet can be ordered; reload the cart.'));
+        continue;
+      end if;
+    end if;
+
+    -- The lines, and every check before taking anything.
+    select array_agg(ci.id order by ci.id) as items,
+           array_agg(ci.product_id order by ci.id) as products,
+           array_agg(ci.quantity order by ci.id) as quantities,
+           array_agg(p.price order by ci.id) as prices,
+           array_agg(p.weight order by ci.id) as weights,
+           array_agg(p.seller_id order by ci.id) as sellers,
+           jsonb_agg(jsonb_build_object('product_id', p.id, 'name', p.name) order by p.id)
+             filter (where not p.active or p.price = 0) as unavailable,
+           jsonb_agg(jsonb_build_object('product_id', p.id, 'name', p.name, 'requested', ci.quantity,
+                                        'available', v_remaining[array_position(v_products, p.id)]) order by p.id)
+             filter (where ci.quantity > v_remaining[array_position(v_products, p.id)]) as shortages,
+           array_agg(distinct p.seller_id) as distinct_sellers
+      into v_lines
+      from public.cart_items ci
+      join public.products p on p.id = ci.product_id
+     where ci.cart_id = v_cart_id and not ci.purchased
+       and not ci.id = any (v_taken)
+       and (v_request.item_ids is null or ci.id = any (v_request.item_ids));
+
+    if v_lines.items is null then
+      v_results[v_request.ord] := jsonb_build_object('error', jsonb_build_object(
+        'code', 'WA006',
+        'message', format('cart %s has nothing to order', v_cart_id),
+        'detail', jsonb_build_object('cart_id', v_cart_id)::text,
+        'hint', 'Add items to the cart first.'));
+      continue;
+    end if;
+    if v_lines.unavailable is not null then
+      v_results[v_request.ord] := jsonb_build_object('error', jsonb_build_object(
+        'code', 'WA003',
+        'message', format('product "%s" (id %s) is not for sale',
+                          v_lines.unavailable->0->>'name', v_lines.unavailable->0->>'product_id'),
+        'detail', jsonb_build_object('product_ids', jsonb_path_query_array(v_lines.unavailable, '$[*].product_id'))::text,
+        'hint', 'Remove the product from the order; only active products with a price above zero can be bought.'));
+      continue;
+    end if;
+    if v_lines.shortages is not null then
+      v_shortages := v_lines.shortages;
+      v_results[v_request.ord] := jsonb_build_object('error', jsonb_build_object(
+        'code', 'WA004',
+        'message', format('insufficient stock for product "%s" (id %s): requested %s, available %s',
+                          v_shortages->0->>'name', v_shortages->0->>'product_id',
+                          v_shortages->0->>'requested', v_shortages->0->>'available')
+                   || case when jsonb_array_length(v_shortages) > 1
+                           then format(' (and %s more products)', jsonb_array_length(v_shortages) - 1)
+                           else '' end,
+        'detail', jsonb_build_object('shortages', v_shortages)::text,
+        'hint', 'Lower each quantity to at most the available stock, or remove the line.'));
+      continue;
+    end if;
+    if v_request.one_seller and cardinality(v_lines.distinct_sellers) > 1 then
+      v_results[v_request.ord] := jsonb_build_object('error', jsonb_build_object(
+        'code', 'WA007',
+        'message', format('the cart items belong to %s sellers; an order is for one seller',
+                          cardinality(v_lines.distinct_sellers)),
+        'detail', jsonb_build_object('seller_ids', to_jsonb(v_lines.distinct_sellers))::text,
+        'hint', 'Order the items of each seller separately, or check out the whole cart (one order per seller).'));
+      continue;
+    end if;
+
+    -- Accepted: take the stock and remember the lines.
+    for v_at in 1 .. cardinality(v_lines.items) loop
+      v_remaining[array_position(v_products, v_lines.products[v_at])] :=
+        v_remaining[array_position(v_products, v_lines.products[v_at])] - v_lines.quantities[v_at];
+      a_ord := a_ord || v_request.ord;
+      a_buyer := a_buyer || v_buyer_id;
+      a_note := a_note || v_request.note;
+    end loop;
+    a_item := a_item || v_lines.items;
+    a_product := a_product || v_lines.products;
+    a_quantity := a_quantity || v_lines.quantities;
+    a_price := a_price || v_lines.prices;
+    a_weight := a_weight || v_lines.weights;
+    a_seller := a_seller || v_lines.sellers;
+    v_taken := v_taken || v_lines.items;
+  end loop;
+
+  if cardinality(a_item) > 0 then
+    -- One statement writes everything: stock, cart lines, orders (one per
+    -- request and seller), their lines and the ledger.
+    with lines as (
+      select *
+        from unnest(a_ord, a_item, a_product, a_quantity, a_price, a_weight, a_seller, a_buyer, a_note)
+          as l(ord, cart_item_id, product_id, quantity, price, weight, seller_id, buyer_id, note)
+    ), sold as (
+      update public.products p
+         set stock = p.stock - s.quantity
+        from (select product_id, sum(quantity)::integer as quantity from lines group by product_id) s
+       where p.id = s.product_id
+    ), bought as (
+      update public.cart_items ci
+         set purchased = true
+       where ci.id in (select cart_item_id from lines)
+    ), new_orders as (
+      select nextval('public.orders_id_seq') as id, o.*
+        from (select ord, seller_id, min(buyer_id) as buyer_id, min(note) as note,
+                     sum(price * quantity) as total_price
+                from lines
+               group by ord, seller_id
+               order by ord, seller_id) o
+    ), inserted_orders as (
+      insert into public.orders (id, buyer_id, seller_id, total_price, note)
+      overriding system value
+      select id, buyer_id, seller_id, total_price, note from new_orders order by id
+    ), inserted_lines as (
+      insert into public.order_items (order_id, product_id, cart_item_id, quantity, price, weight)
+      select o.id, l.product_id, l.cart_item_id, l.quantity, l.price, l.weight
+        from lines l
+        join new_orders o on o.ord = l.ord and o.seller_id = l.seller_id
+       order by o.id, l.cart_item_id
+    ), sales as (
+      insert into public.stock_movements (product_id, quantity, reason, order_id)
+      select l.product_id, -l.quantity, 'sale', o.id
+        from lines l
+        join new_orders o on o.ord = l.ord and o.seller_id = l.seller_id
+    )
+    select array_agg(id order by id), array_agg(ord order by id) into v_order_ids, v_order_ords from new_orders;
+
+    for v_ord_orders in
+      select t.ord, jsonb_agg(public.order_json(o) order by o.id) as orders
+        from unnest(v_order_ids, v_order_ords) as t(id, ord)
+        join public.orders o on o.id = t.id
+       group by t.ord
+    loop
+      v_results[v_ord_orders.ord] := jsonb_build_object('orders', v_ord_orders.orders);
+    end loop;
+  end if;
+
+  return to_jsonb(v_results);
+end
+$$;
+
+comment on function public.place_orders(jsonb) is
+  'Checks out many carts in one transaction, each request all or nothing, in arrival order. '
+  'Returns one {"orders": [...]} or {"error": {code, message, detail, hint}} per request, in order; '
+  'the codes are those of place_order and place_buyer_order.';
+
+revoke execute on function public.place_orders(jsonb) from public;
+grant execute on function public.place_orders(jsonb) to waitress_api;
+
+-- place_order and place_buyer_order become one-request calls of place_orders.
+create or replace function public.place_order(
+  p_cart_id bigint,
+  p_item_ids bigint[] default null,
+  p_note text default null
+) returns setof jsonb
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_result jsonb := public.place_orders(jsonb_build_array(jsonb_build_object(
+    'cart_id', p_cart_id, 'item_ids', to_jsonb(p_item_ids), 'note', p_note)))->0;
+begin
+  if v_result ? 'error' then
+    raise exception using
+      errcode = v_result->'error'->>'code',
+      message = v_result->'error'->>'message',
+      detail = v_result->'error'->>'detail',
+      hint = v_result->'error'->>'hint';
+  end if;
+  return query select jsonb_array_elements(v_result->'orders');
+end
+$$;
+
+create or replace function public.place_buyer_order(
+  p_buyer_id bigint,
+  p_cart_item_ids bigint[],
+  p_note text default null
+) returns jsonb
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_result jsonb;
+begin
+  if coalesce(cardinality(p_cart_item_ids), 0) = 0 then
+    raise exception using
+      errcode = 'WA006',
+      message = 'no cart items to order',
+      detail = jsonb_build_object('buyer_id', p_buyer_id)::text,
+      hint = 'Name at least one cart item, or check out the whole cart.';
+  end if;
+  v_result := public.place_orders(jsonb_build_array(jsonb_build_object(
+    'buyer_id', p_buyer_id, 'item_ids', to_jsonb(p_cart_item_ids), 'note', p_note, 'one_seller', true)))->0;
+  if v_result ? 'error' then
+    raise exception using
+      errcode = v_result->'error'->>'code',
+      message = v_result->'error'->>'message',
+      detail = v_result->'error'->>'detail',
+      hint = v_result->'error'->>'hint';
+  end if;
+  return v_result->'orders'->0;
+end
+$$;
+
+-- migrate:down
+create or replace function public.place_order(
+  p_cart_id bigint,
+  p_item_ids bigint[] default null,
+  p_note text default null
+) returns setof jsonb
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_buyer_id bigint;
+  v_missing bigint[];
+  v_locked integer;
+  v_unavailable jsonb;
+  v_shortages jsonb;
+  v_order_ids bigint[];
+begin
+  select c.user_id into v_buyer_id
+    from public.carts c
+   where c.id = p_cart_id
+     for no key update;
+  if not found then
+    raise exception using
+      errcode = 'WA001',
+      message = format('cart %s not found', p_cart_id),
+      detail = jsonb_build_object('cart_id', p_cart_id)::text,
+      hint = 'Get or create the buyer''s cart with cart_for_user(user_id).';
+  end if;
+
+  if p_item_ids is not null then
+    select array_agg(distinct r.id order by r.id) into v_missing
+      from unnest(p_item_ids) as r(id)
+     where not exists (
+       select from public.cart_items ci
+        where ci.id = r.id and ci.cart_id = p_cart_id and not ci.purchased);
+    if v_missing is not null then
+      raise exception using
+        errcode = 'WA005',
+        message = format('cart items %s are not open items of cart %s',
+                         array_to_string(v_missing, ', ', 'null'), p_cart_id),
+        detail = jsonb_build_object('cart_id', p_cart_id, 'cart_item_ids', to_jsonb(v_missing))::text,
+        hint = 'Only items in this cart that are not purchased yet can be ordered; reload the cart.';
+    end if;
+  end if;
+
+  perform from public.products p
+   where p.id in (
+     select ci.product_id from public.cart_items ci
+      where ci.cart_id = p_cart_id and not ci.purchased
+        and (p_item_ids is null or ci.id = any (p_item_ids)))
+   order by p.id
+     for no key update;
+  get diagnostics v_locked = row_count;
+  if v_locked = 0 then
+    raise exception using
+      errcode = 'WA006',
+      message = format('cart %s has nothing to order', p_cart_id),
+      detail = jsonb_build_object('cart_id', p_cart_id)::text,
+      hint = 'Add items to the cart first.';
+  end if;
+
+  -- Every check before any write: a refused checkout changes nothing.
+  select jsonb_agg(jsonb_build_object('product_id', p.id, 'name', p.name) order by p.id)
+           filter (where not p.active or p.price = 0),
+         jsonb_agg(jsonb_build_object('product_id', p.id, 'name', p.name,
+                                      'requested', ci.quantity, 'available', p.stock) order by p.id)
+           filter (where ci.quantity > p.stock)
+    into v_unavailable, v_shortages
+    from public.cart_items ci
+    join public.products p on p.id = ci.product_id
+   where ci.cart_id = p_cart_id and not ci.purchased
+     and (p_item_ids is null or ci.id = any (p_item_ids));
+
+  if v_unavailable is not null then
+    raise exception using
+      errcode = 'WA003',
+      message = format('product "%s" (id %s) is not for sale',
+                       v_unavailable->0->>'name', v_unavailable->0->>'product_id'),
+      detail = jsonb_build_object('product_ids', jsonb_path_query_array(v_unavailable, '$[*].product_id'))::text,
+      hint = 'Remove the product from the order; only active products with a price above zero can be bought.';
+  end if;
+  if v_shortages is not null then
+    raise exception using
+      errcode = 'WA004',
+      message = format('insufficient stock for product "%s" (id %s): requested %s, available %s',
+                       v_shortages->0->>'name', v_shortages->0->>'product_id',
+                       v_shortages->0->>'requested', v_shortages->0->>'available')
+                || case when jsonb_array_length(v_shortages) > 1
+                        then format(' (and %s more products)', jsonb_array_length(v_shortages) - 1)
+                        else '' end,
+      detail = jsonb_build_object('shortages', v_shortages)::text,
+      hint = 'Lower each quantity to at most the available stock, or remove the line.';
+  end if;
+
+  with lines as (
+    select ci.id as cart_item_id, ci.product_id, ci.quantity, p.price, p.weight, p.seller_id
+      from public.cart_items ci
+      join public.products p on p.id = ci.product_id
+     where ci.cart_id = p_cart_id and not ci.purchased
+       and (p_item_ids is null or ci.id = any (p_item_ids))
+  ), sold as (
+    update public.products p
+       set stock = p.stock - l.quantity
+      from lines l
+     where p.id = l.product_id
+  ), bought as (
+    update public.cart_items ci
+       set purchased = true
+      from lines l
+     where ci.id = l.cart_item_id
+  ), new_orders as (
+    insert into public.orders (buyer_id, seller_id, total_price, note)
+    select v_buyer_id, l.seller_id, sum(l.price * l.quantity), p_note
+      from lines l
+     group by l.seller_id
+     order by l.seller_id
+    returning id, seller_id
+  ), new_order_items as (
+    insert into public.order_items (order_id, product_id, cart_item_id, quantity, price, weight)
+    select o.id, l.product_id, l.cart_item_id, l.quantity, l.price, l.weight
+      from lines l
+      join new_orders o on o.seller_id = l.seller_id
+     order by l.cart_item_id  ), sales as (
+    insert into public.stock_movements (product_id, quantity, reason, order_id)
+    select l.product_id, -l.quantity, 'sale', o.id
+      from lines l
+      join new_orders o on o.seller_id = l.seller_id
+  )
+  select array_agg(o.id) into v_order_ids from new_orders o;
+
+  return query
+    select public.order_json(o) from public.orders o
+     where o.id = any (v_order_ids)
+     order by o.id;
+end
+$$;
+
+create or replace function public.place_buyer_order(
+  p_buyer_id bigint,
+  p_cart_item_ids bigint[],
+  p_note text default null
+) returns jsonb
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_cart_id bigint;
+  v_orders jsonb[];
+begin
+  select c.id into v_cart_id from public.carts c where c.user_id = p_buyer_id;
+  if not found then
+    raise exception using
+      errcode = 'WA005',
+      message = format('buyer %s has no cart, so cart items %s cannot be ordered',
+                       p_buyer_id, array_to_string(p_cart_item_ids, ', ', 'null')),
+      detail = jsonb_build_object('buyer_id', p_buyer_id, 'cart_item_ids', to_jsonb(p_cart_item_ids))::text,
+      hint = 'Add items to the buyer''s cart first.';
+  end if;
+  if coalesce(cardinality(p_cart_item_ids), 0) = 0 then
+    raise exception using
+      errcode = 'WA006',
+      message = 'no cart items to order',
+      detail = jsonb_build_object('buyer_id', p_buyer_id)::text,
+      hint = 'Name at least one cart item, or check out the whole cart.';
+  end if;
+
+  select array_agg(o) into v_orders from public.place_order(v_cart_id, p_cart_item_ids, p_note) o;
+
+  -- Raising here undoes the whole checkout above: an order is for one seller.
+  if cardinality(v_orders) > 1 then
+    raise exception using
+      errcode = 'WA007',
+      message = format('the cart items belong to %s sellers; an order is for one seller',
+                       cardinality(v_orders)),
+      detail = jsonb_build_object('seller_ids',
+                 (select jsonb_agg(o->'seller_id') from unnest(v_orders) o))::text,
+      hint = 'Order the items of each seller separately, or check out the whole cart (one order per seller).';
+  end if;
+  return v_orders[1];
+end
+$$;
+
+drop function if exists public.place_orders(jsonb);
