@@ -17,12 +17,23 @@ create function public.place_orders(p_requests jsonb) returns jsonb
 language plpgsql
 security definer
 set search_path = ''
+-- Its statements take arrays whose sizes vary with each batch: re-planning
+-- them at every call would cost more than running them.
+set plan_cache_mode = force_generic_plan
 as $$
 declare
   v_count integer;
+  -- the requests, by position
+  r_cart_ids bigint[];
+  r_buyer_ids bigint[];
+  r_notes text[];
+  r_one_seller boolean[];
+  -- the batch's carts, locked
   v_cart_ids bigint[];
+  v_cart_users bigint[];
   v_results jsonb[];
-  v_request record;
+  v_ord integer;
+  v_item_ids bigint[];
   v_cart_id bigint;
   v_buyer_id bigint;
   v_lines record;
@@ -57,18 +68,21 @@ begin
   end if;
   v_results := array_fill(null::jsonb, array[v_count]);
 
+  select array_agg((r->>'cart_id')::bigint order by ord),
+         array_agg((r->>'buyer_id')::bigint order by ord),
+         array_agg(r->>'note' order by ord),
+         array_agg(coalesce((r->>'one_seller')::boolean, false) order by ord)
+    into r_cart_ids, r_buyer_ids, r_notes, r_one_seller
+    from jsonb_array_elements(p_requests) with ordinality as x(r, ord);
+
   -- Lock every cart of the batch, in id order.
-  select array_agg(id) into v_cart_ids
-    from (select c.id from public.carts c
-           where c.id in (select (r->>'cart_id')::bigint from jsonb_array_elements(p_requests) r where r ? 'cart_id')
-          union
-          select c.id from public.carts c
-           where c.user_id in (select (r->>'buyer_id')::bigint from jsonb_array_elements(p_requests) r
-                                where r ? 'buyer_id' and not r ? 'cart_id')) batch_carts;
-  perform from public.carts c
-   where c.id = any (v_cart_ids)
-   order by c.id
-     for no key update;
+  select array_agg(c.id order by c.id), array_agg(c.user_id order by c.id)
+    into v_cart_ids, v_cart_users
+    from (select c.id, c.user_id
+            from public.carts c
+           where c.id = any (r_cart_ids) or c.user_id = any (r_buyer_ids)
+           order by c.id
+             for no key update) c;
 
   -- Then every product on their open lines, in id order, and read their stock.
   select array_agg(p.id order by p.id), array_agg(p.stock order by p.id)
@@ -80,51 +94,45 @@ begin
            order by p.id
              for no key update) p;
 
-  for v_request in
-    select r.ord::integer as ord,
-           (r.value->>'cart_id')::bigint as cart_id,
-           (r.value->>'buyer_id')::bigint as buyer_id,
-           case when jsonb_typeof(r.value->'item_ids') = 'array'
-                then array(select (x #>> '{}')::bigint from jsonb_array_elements(r.value->'item_ids') x)
-           end as item_ids,
-           r.value->>'note' as note,
-           coalesce((r.value->>'one_seller')::boolean, false) as one_seller
-      from jsonb_array_elements(p_requests) with ordinality as r(value, ord)
-     order by r.ord
-  loop
+  for v_ord in 1 .. v_count loop
+    v_item_ids := case when jsonb_typeof(p_requests->(v_ord - 1)->'item_ids') = 'array'
+                       then array(select (x #>> '{}')::bigint from jsonb_array_elements(p_requests->(v_ord - 1)->'item_ids') x)
+                  end;
     -- The cart.
-    if v_request.cart_id is not null then
-      select c.id, c.user_id into v_cart_id, v_buyer_id from public.carts c where c.id = v_request.cart_id;
-      if not found then
-        v_results[v_request.ord] := jsonb_build_object('error', jsonb_build_object(
+    if r_cart_ids[v_ord] is not null then
+      v_at := array_position(v_cart_ids, r_cart_ids[v_ord]);
+      if v_at is null then
+        v_results[v_ord] := jsonb_build_object('error', jsonb_build_object(
           'code', 'WA001',
-          'message', format('cart %s not found', v_request.cart_id),
-          'detail', jsonb_build_object('cart_id', v_request.cart_id)::text,
+          'message', format('cart %s not found', r_cart_ids[v_ord]),
+          'detail', jsonb_build_object('cart_id', r_cart_ids[v_ord])::text,
           'hint', 'Get or create the buyer''s cart with cart_for_user(user_id).'));
         continue;
       end if;
     else
-      select c.id, c.user_id into v_cart_id, v_buyer_id from public.carts c where c.user_id = v_request.buyer_id;
-      if not found then
-        v_results[v_request.ord] := jsonb_build_object('error', jsonb_build_object(
+      v_at := array_position(v_cart_users, r_buyer_ids[v_ord]);
+      if v_at is null then
+        v_results[v_ord] := jsonb_build_object('error', jsonb_build_object(
           'code', 'WA005',
           'message', format('buyer %s has no cart, so cart items %s cannot be ordered',
-                            v_request.buyer_id, array_to_string(v_request.item_ids, ', ', 'null')),
-          'detail', jsonb_build_object('buyer_id', v_request.buyer_id, 'cart_item_ids', to_jsonb(v_request.item_ids))::text,
+                            r_buyer_ids[v_ord], array_to_string(v_item_ids, ', ', 'null')),
+          'detail', jsonb_build_object('buyer_id', r_buyer_ids[v_ord], 'cart_item_ids', to_jsonb(v_item_ids))::text,
           'hint', 'Add items to the buyer''s cart first.'));
         continue;
       end if;
     end if;
+    v_cart_id := v_cart_ids[v_at];
+    v_buyer_id := v_cart_users[v_at];
 
     -- Named items must be open items of this cart (not bought earlier in this batch either).
-    if v_request.item_ids is not null then
+    if v_item_ids is not null then
       select array_agg(distinct r.id order by r.id) into v_missing
-        from unnest(v_request.item_ids) as r(id)
+        from unnest(v_item_ids) as r(id)
        where r.id = any (v_taken) or r.id is null
           or not exists (select from public.cart_items ci
                           where ci.id = r.id and ci.cart_id = v_cart_id and not ci.purchased);
       if v_missing is not null then
-        v_results[v_request.ord] := jsonb_build_object('error', jsonb_build_object(
+        v_results[v_ord] := jsonb_build_object('error', jsonb_build_object(
           'code', 'WA005',
           'message', format('cart items %s are not open items of cart %s',
                             array_to_string(v_missing, ', ', 'null'), v_cart_id),
@@ -152,10 +160,10 @@ begin
       join public.products p on p.id = ci.product_id
      where ci.cart_id = v_cart_id and not ci.purchased
        and not ci.id = any (v_taken)
-       and (v_request.item_ids is null or ci.id = any (v_request.item_ids));
+       and (v_item_ids is null or ci.id = any (v_item_ids));
 
     if v_lines.items is null then
-      v_results[v_request.ord] := jsonb_build_object('error', jsonb_build_object(
+      v_results[v_ord] := jsonb_build_object('error', jsonb_build_object(
         'code', 'WA006',
         'message', format('cart %s has nothing to order', v_cart_id),
         'detail', jsonb_build_object('cart_id', v_cart_id)::text,
@@ -163,7 +171,7 @@ begin
       continue;
     end if;
     if v_lines.unavailable is not null then
-      v_results[v_request.ord] := jsonb_build_object('error', jsonb_build_object(
+      v_results[v_ord] := jsonb_build_object('error', jsonb_build_object(
         'code', 'WA003',
         'message', format('product "%s" (id %s) is not for sale',
                           v_lines.unavailable->0->>'name', v_lines.unavailable->0->>'product_id'),
@@ -173,7 +181,7 @@ begin
     end if;
     if v_lines.shortages is not null then
       v_shortages := v_lines.shortages;
-      v_results[v_request.ord] := jsonb_build_object('error', jsonb_build_object(
+      v_results[v_ord] := jsonb_build_object('error', jsonb_build_object(
         'code', 'WA004',
         'message', format('insufficient stock for product "%s" (id %s): requested %s, available %s',
                           v_shortages->0->>'name', v_shortages->0->>'product_id',
@@ -185,8 +193,8 @@ begin
         'hint', 'Lower each quantity to at most the available stock, or remove the line.'));
       continue;
     end if;
-    if v_request.one_seller and cardinality(v_lines.distinct_sellers) > 1 then
-      v_results[v_request.ord] := jsonb_build_object('error', jsonb_build_object(
+    if r_one_seller[v_ord] and cardinality(v_lines.distinct_sellers) > 1 then
+      v_results[v_ord] := jsonb_build_object('error', jsonb_build_object(
         'code', 'WA007',
         'message', format('the cart items belong to %s sellers; an order is for one seller',
                           cardinality(v_lines.distinct_sellers)),
@@ -199,9 +207,9 @@ begin
     for v_at in 1 .. cardinality(v_lines.items) loop
       v_remaining[array_position(v_products, v_lines.products[v_at])] :=
         v_remaining[array_position(v_products, v_lines.products[v_at])] - v_lines.quantities[v_at];
-      a_ord := a_ord || v_request.ord;
+      a_ord := a_ord || v_ord;
       a_buyer := a_buyer || v_buyer_id;
-      a_note := a_note || v_request.note;
+      a_note := a_note || r_notes[v_ord];
     end loop;
     a_item := a_item || v_lines.items;
     a_product := a_product || v_lines.products;
