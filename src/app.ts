@@ -1,6 +1,7 @@
 import { Elysia } from 'elysia'
 import { swagger } from '@elysiajs/swagger'
 import type { Sql } from './db/client'
+import type { GateStats } from './db/gate'
 import { errorHandler } from './http/errors'
 import { healthRoutes } from './routes/health'
 import { productRoutes } from './routes/products'
@@ -8,16 +9,36 @@ import { cartRoutes } from './routes/carts'
 import { orderRoutes } from './routes/orders'
 import { inventoryRoutes } from './routes/inventory'
 import { Checkout, type CheckoutOptions } from './checkout'
+import { silentLogger, type Logger } from './observability/logger'
+import { Metrics } from './observability/metrics'
+import { observability } from './observability/plugin'
 import pkg from '../package.json'
 
+export interface AppOptions {
+  checkout?: CheckoutOptions
+  logger?: Logger
+  /** The pool's gate, so /metrics can show connections in use and requests waiting. */
+  gateStats?: () => GateStats
+  /** False while the process drains before exiting: /readyz answers 503. */
+  accepting?: () => boolean
+}
+
 /** The whole HTTP API over one connection pool. Tests drive it with app.handle() or over real HTTP. */
-export function createApp(sql: Sql, options: { checkout?: CheckoutOptions } = {}) {
-  const checkout = new Checkout(sql, options.checkout)
+export function createApp(sql: Sql, options: AppOptions = {}) {
+  const logger = options.logger ?? silentLogger()
+  const metrics = new Metrics(options.gateStats)
+  const checkout = new Checkout(sql, options.checkout, {
+    placed: (orders) => metrics.ordersPlaced.inc(orders),
+    refused: (code) => metrics.checkoutRefusals.inc({ code }),
+    batched: (size) => metrics.checkoutBatchSize.observe(size),
+  })
   return new Elysia()
-    .use(errorHandler)
+    .use(observability(logger, metrics))
+    .use(errorHandler(logger))
     .use(
       swagger({
         path: '/swagger',
+        exclude: ['/metrics'],
         documentation: {
           info: {
             title: 'Waitress',
@@ -30,7 +51,11 @@ export function createApp(sql: Sql, options: { checkout?: CheckoutOptions } = {}
         },
       }),
     )
-    .use(healthRoutes(sql))
+    .use(healthRoutes(sql, { accepting: options.accepting ?? (() => true) }))
+    .get('/metrics', async ({ set }) => {
+      set.headers['content-type'] = metrics.registry.contentType
+      return metrics.registry.metrics()
+    })
     .use(productRoutes(sql))
     .use(cartRoutes(sql, checkout))
     .use(orderRoutes(sql, checkout))

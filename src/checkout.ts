@@ -34,6 +34,15 @@ export interface CheckoutOptions {
  * gets their own orders or their own refusal, decided in arrival order. An
  * idle service sends a lone checkout at once: batching adds no waiting.
  */
+/** What a Checkout reports as it goes (metrics). */
+export interface CheckoutEvents {
+  placed(orders: number): void
+  refused(code: string): void
+  batched(size: number): void
+}
+
+const ignore: CheckoutEvents = { placed() {}, refused() {}, batched() {} }
+
 export class Checkout {
   private readonly flashSale: FlashSaleSwitch
   private readonly batcher: Batcher
@@ -41,15 +50,20 @@ export class Checkout {
   constructor(
     private readonly sql: Sql,
     options: CheckoutOptions = {},
+    private readonly events: CheckoutEvents = ignore,
   ) {
     this.flashSale = new FlashSaleSwitch(sql, options.flashSaleCheckEveryMs ?? 1_000)
-    this.batcher = new Batcher(sql, options.maxBatch ?? 500, options.batchesInFlight ?? 2)
+    this.batcher = new Batcher(sql, options.maxBatch ?? 500, options.batchesInFlight ?? 2, events)
   }
 
   /** The orders placed (one per seller), or throws CheckoutRefused. */
   async place(request: CheckoutRequest): Promise<unknown[]> {
     const outcome = (await this.flashSale.active()) ? await this.batcher.submit(request) : await placeAlone(this.sql, request)
-    if ('error' in outcome) throw new CheckoutRefused({ severity: 'ERROR', ...outcome.error } as never)
+    if ('error' in outcome) {
+      this.events.refused(outcome.error.code)
+      throw new CheckoutRefused({ severity: 'ERROR', ...outcome.error } as never)
+    }
+    this.events.placed(outcome.orders.length)
     return outcome.orders
   }
 
@@ -102,6 +116,7 @@ class Batcher {
     private readonly sql: Sql,
     private readonly maxBatch: number,
     private readonly maxInFlight: number,
+    private readonly events: CheckoutEvents,
   ) {}
 
   get stats() {
@@ -129,6 +144,7 @@ class Batcher {
   private async send(batch: Waiting[]) {
     this.batches++
     this.checkouts += batch.length
+    this.events.batched(batch.length)
     try {
       const [row] = await this.sql<{ outcomes: Outcome[] }[]>`
         select public.place_orders(${this.sql.json(batch.map((waiting) => waiting.request) as never)}) as outcomes`

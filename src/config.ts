@@ -32,6 +32,11 @@ export interface Config {
   flashSaleCheckEveryMs: number
   flashSaleMaxBatch: number
   flashSaleBatchesInFlight: number
+  /** How long a SIGTERM/SIGINT waits for requests in flight before closing them. */
+  shutdownTimeoutMs: number
+  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
+  /** json: one JSON line per event; pretty: for a terminal. Default: pretty on a TTY outside production. */
+  logFormat: 'json' | 'pretty' | undefined
   /** A pending order older than this (seconds) expires and gives its stock back. */
   orderPaymentTtlSeconds: number
   /** How often this process runs expire_orders() (seconds); 0 leaves it to cron or pg_cron. */
@@ -58,6 +63,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     flashSaleCheckEveryMs: durationMs(env, 'FLASH_SALE_CHECK_EVERY', 1_000),
     flashSaleMaxBatch: integer(env, 'FLASH_SALE_MAX_BATCH', 500, 1, 1000),
     flashSaleBatchesInFlight: integer(env, 'FLASH_SALE_BATCHES_IN_FLIGHT', 2, 1, 100),
+    shutdownTimeoutMs: durationMs(env, 'SHUTDOWN_TIMEOUT', 10_000),
+    logLevel: oneOf(env, 'LOG_LEVEL', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, 'info'),
+    logFormat: env.LOG_FORMAT ? oneOf(env, 'LOG_FORMAT', ['json', 'pretty'] as const, 'json') : undefined,
     orderPaymentTtlSeconds: durationMs(env, 'ORDER_PAYMENT_TTL', 30 * 60 * 1000) / 1000,
     expireOrdersEverySeconds: durationMs(env, 'EXPIRE_ORDERS_EVERY', 60 * 1000) / 1000,
   }
@@ -81,6 +89,13 @@ function durationMs(env: Record<string, string | undefined>, name: string, fallb
   const match = /^(\d+)\s*(ms|s|m|h|d)?$/.exec(raw)
   if (!match) throw new ConfigError(`${name} must be a duration like 500ms, 90s, 30m, 2h or 1d, got "${raw}"`)
   return Number(match[1]) * UNIT_MS[match[2] ?? 's']
+}
+
+function oneOf<const T extends readonly string[]>(env: Record<string, string | undefined>, name: string, values: T, fallback: T[number]): T[number] {
+  const raw = env[name]
+  if (raw === undefined || raw === '') return fallback
+  if (!values.includes(raw)) throw new ConfigError(`${name} must be one of ${values.join(', ')}, got "${raw}"`)
+  return raw as T[number]
 }
 
 function boolean(env: Record<string, string | undefined>, name: string, fallback: boolean): boolean {

@@ -29,6 +29,9 @@ describe('configuration', () => {
       flashSaleCheckEveryMs: 1000,
       flashSaleMaxBatch: 500,
       flashSaleBatchesInFlight: 2,
+      shutdownTimeoutMs: 10000,
+      logLevel: 'info',
+      logFormat: undefined,
       orderPaymentTtlSeconds: 1800,
       expireOrdersEverySeconds: 60,
     })
@@ -41,6 +44,8 @@ describe('configuration', () => {
     expect(() => loadConfig({ DB_POOL_MAX: '0' })).toThrow('DB_POOL_MAX')
     expect(() => loadConfig({ MIGRATE_ON_START: 'maybe' })).toThrow('MIGRATE_ON_START')
     expect(() => loadConfig({ ORDER_PAYMENT_TTL: 'half an hour' })).toThrow('ORDER_PAYMENT_TTL')
+    expect(() => loadConfig({ LOG_LEVEL: 'loud' })).toThrow('LOG_LEVEL')
+    expect(loadConfig({ LOG_FORMAT: 'json' }).logFormat).toBe('json')
     expect(loadConfig({ DB_LOCK_TIMEOUT: '250ms', DB_STATEMENT_TIMEOUT: '3' })).toMatchObject({ dbLockTimeoutMs: 250, dbStatementTimeoutMs: 3000 })
     expect(loadConfig({ ORDER_PAYMENT_TTL: '2h', EXPIRE_ORDERS_EVERY: '0' })).toMatchObject({
       orderPaymentTtlSeconds: 7200,

@@ -1,6 +1,8 @@
 import { Elysia } from 'elysia'
 import postgres from 'postgres'
 import { DatabaseBusyError } from '../db/gate'
+import type { Logger } from '../observability/logger'
+import { requestInfo } from '../observability/plugin'
 
 /** An error the API raises itself, with the HTTP status it means. */
 export class ApiError extends Error {
@@ -99,39 +101,49 @@ function validationMessage(error: { customError?: unknown; valueError?: { path: 
  * The single place where anything thrown becomes an HTTP response in the
  * error envelope. Unknown errors are logged and answered with a bare 500.
  */
-export const errorHandler = new Elysia({ name: 'waitress/errors' }).onError(
-  { as: 'global' },
-  ({ code, error, request }) => {
-    if (error instanceof ApiError) return respond(errorBody(error.status, error.message))
-    if (error instanceof DatabaseBusyError) return unavailable()
-    if (error instanceof postgres.PostgresError) {
-      const response = fromPostgres(error)
-      if (response) return response
-    }
-    const clientCode = (error as { code?: unknown }).code
-    if (typeof clientCode === 'string' && RETRYABLE_CLIENT_CODES.has(clientCode)) return unavailable()
+export const errorHandler = (logger: Logger) =>
+  new Elysia({ name: 'waitress/errors' }).onError({ as: 'global' }, ({ code, error, request, set }) => {
+    const info = requestInfo(request)
+    if (error instanceof postgres.PostgresError && info) info.sqlstate = error.code
+    const response = toResponse(code, error, request) ?? internalError(logger, error, request, info?.id)
+    set.status = response.status
+    if (info) response.headers.set('x-request-id', info.id)
+    return response
+  })
 
-    switch (code) {
-      case 'VALIDATION':
-        return respond(errorBody(400, validationMessage(error)))
-      case 'PARSE':
-        return respond(errorBody(400, 'the request body is not valid JSON'))
-      case 'NOT_FOUND':
-        return respond(errorBody(404, `no route for ${request.method} ${new URL(request.url).pathname}`))
-    }
-    if (typeof code === 'number' && code >= 400 && code < 500)
-      return respond(errorBody(code, error instanceof Error ? error.message : String(error)))
+function toResponse(code: unknown, error: unknown, request: Request): Response | undefined {
+  if (error instanceof ApiError) return respond(errorBody(error.status, error.message))
+  if (error instanceof DatabaseBusyError) return unavailable()
+  if (error instanceof postgres.PostgresError) {
+    const response = fromPostgres(error)
+    if (response) return response
+  }
+  const clientCode = (error as { code?: unknown }).code
+  if (typeof clientCode === 'string' && RETRYABLE_CLIENT_CODES.has(clientCode)) return unavailable()
 
-    console.error(
-      JSON.stringify({
-        level: 'error',
-        msg: 'unhandled error',
-        method: request.method,
-        path: new URL(request.url).pathname,
-        sqlstate: error instanceof postgres.PostgresError ? error.code : undefined,
-        error: error instanceof Error ? error.stack : String(error),
-      }),
-    )
-    return respond(errorBody(500, 'internal server error'))
-  },
-)
+  switch (code) {
+    case 'VALIDATION':
+      return respond(errorBody(400, validationMessage(error as Parameters<typeof validationMessage>[0])))
+    case 'PARSE':
+      return respond(errorBody(400, 'the request body is not valid JSON'))
+    case 'NOT_FOUND':
+      return respond(errorBody(404, `no route for ${request.method} ${new URL(request.url).pathname}`))
+  }
+  if (typeof code === 'number' && code >= 400 && code < 500)
+    return respond(errorBody(code, error instanceof Error ? error.message : String(error)))
+  return undefined
+}
+
+function internalError(logger: Logger, error: unknown, request: Request, requestId: string | undefined): Response {
+  logger.error(
+    {
+      req_id: requestId,
+      method: request.method,
+      path: new URL(request.url).pathname,
+      sqlstate: error instanceof postgres.PostgresError ? error.code : undefined,
+      err: error instanceof Error ? { message: error.message, stack: error.stack } : String(error),
+    },
+    'unhandled error',
+  )
+  return respond(errorBody(500, 'internal server error'))
+}

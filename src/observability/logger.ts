@@ -1,0 +1,19 @@
+import pino, { type Logger } from 'pino'
+import pretty from 'pino-pretty'
+
+export type { Logger }
+
+/**
+ * One JSON line per event (request, error, lifecycle) in production; the same
+ * events, human-readable, on a developer's terminal. Never logs headers or
+ * bodies: nothing secret reaches the log.
+ */
+export function createLogger(options: { level?: string; format?: 'json' | 'pretty' } = {}): Logger {
+  const level = options.level ?? 'info'
+  const format = options.format ?? (process.stdout.isTTY && process.env.NODE_ENV !== 'production' ? 'pretty' : 'json')
+  const base = { level, base: { service: 'waitress' }, timestamp: pino.stdTimeFunctions.isoTime }
+  return format === 'pretty' ? pino(base, pretty({ colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'service' })) : pino(base)
+}
+
+/** A logger that drops everything (tests). */
+export const silentLogger = (): Logger => pino({ level: 'silent' })

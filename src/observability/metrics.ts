@@ -1,0 +1,64 @@
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
+import type { GateStats } from '../db/gate'
+
+/** Prometheus metrics of one process, served at GET /metrics. */
+export class Metrics {
+  readonly registry = new Registry()
+
+  readonly httpRequests = new Counter({
+    name: 'waitress_http_requests_total',
+    help: 'HTTP requests answered, by method, route and status.',
+    labelNames: ['method', 'route', 'status'] as const,
+    registers: [this.registry],
+  })
+
+  readonly httpDuration = new Histogram({
+    name: 'waitress_http_request_duration_seconds',
+    help: 'Time to answer an HTTP request, by method, route and status.',
+    labelNames: ['method', 'route', 'status'] as const,
+    buckets: [0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [this.registry],
+  })
+
+  readonly ordersPlaced = new Counter({
+    name: 'waitress_orders_placed_total',
+    help: 'Orders created by checkouts.',
+    registers: [this.registry],
+  })
+
+  readonly checkoutRefusals = new Counter({
+    name: 'waitress_checkout_refusals_total',
+    help: 'Checkouts the database refused, by SQLSTATE (WA004 = insufficient stock, ...).',
+    labelNames: ['code'] as const,
+    registers: [this.registry],
+  })
+
+  readonly checkoutBatchSize = new Histogram({
+    name: 'waitress_checkout_batch_size',
+    help: 'Checkouts per place_orders() call in flash-sale mode.',
+    buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000],
+    registers: [this.registry],
+  })
+
+  constructor(gateStats?: () => GateStats) {
+    collectDefaultMetrics({ register: this.registry, prefix: 'waitress_' })
+    if (gateStats) {
+      new Gauge({
+        name: 'waitress_db_pool_in_use',
+        help: 'Database statements running now (at most DB_POOL_MAX).',
+        registers: [this.registry],
+        collect() {
+          this.set(gateStats().inUse)
+        },
+      })
+      new Gauge({
+        name: 'waitress_db_pool_waiting',
+        help: 'Requests waiting for a database connection.',
+        registers: [this.registry],
+        collect() {
+          this.set(gateStats().waiting)
+        },
+      })
+    }
+  }
+}

@@ -1,0 +1,79 @@
+import { describe, expect, it } from 'bun:test'
+import { resolve } from 'node:path'
+import { freePort } from '../src/db/embedded'
+import { testDatabaseUrl, testSql } from './support/db'
+import { addItem, auditOf, cartFor, createProduct, stockOf } from './support/fixtures'
+
+const sql = testSql()
+
+async function startService(env: Record<string, string> = {}) {
+  const port = await freePort()
+  const child = Bun.spawn([process.execPath, resolve(import.meta.dir, '../src/server.ts')], {
+    env: {
+      ...process.env,
+      DATABASE_URL: testDatabaseUrl(),
+      PORT: String(port),
+      HOST: '127.0.0.1',
+      MIGRATE_ON_START: 'false',
+      EXPIRE_ORDERS_EVERY: '0',
+      LOG_FORMAT: 'json',
+      ...env,
+    },
+    stdout: 'pipe',
+    stderr: 'pipe',
+  })
+  const baseUrl = `http://127.0.0.1:${port}`
+  for (let attempt = 0; ; attempt++) {
+    const up = await fetch(`${baseUrl}/healthz`).then((r) => r.ok, () => false)
+    if (up) break
+    if (attempt > 100) throw new Error(`the service did not start: ${await new Response(child.stderr).text()}`)
+    await Bun.sleep(50)
+  }
+  return { child, baseUrl }
+}
+
+describe('graceful shutdown', () => {
+  it('on SIGTERM finishes the checkouts in flight, loses none, and exits 0', async () => {
+    const product = await createProduct(sql, { stock: 1000 })
+    const carts = await Promise.all(Array.from({ length: 150 }, async () => {
+      const cart = await cartFor(sql)
+      await addItem(sql, cart.id, product.id, 1)
+      return cart
+    }))
+    // A small pool keeps most checkouts queued in the service when SIGTERM lands.
+    const { child, baseUrl } = await startService({ DB_POOL_MAX: '4' })
+
+    const replies = carts.map((cart) =>
+      fetch(`${baseUrl}/carts/${cart.id}/checkout`, { method: 'POST' }).then(
+        async (response) => ({ cart: cart.id, status: response.status, body: await response.json(), at: performance.now() }),
+        (error) => ({ cart: cart.id, status: 0, body: String(error), at: performance.now() }),
+      ),
+    )
+    await Bun.sleep(30)
+    const signalledAt = performance.now()
+    child.kill('SIGTERM')
+    const results = await Promise.all(replies)
+    const exitCode = await child.exited
+
+    // Requests in flight when the signal landed were answered, not cut off.
+    expect(results.filter((r) => r.status === 201 && r.at > signalledAt).length).toBeGreaterThan(0)
+    expect(await fetch(`${baseUrl}/healthz`).then(() => 'answered', () => 'refused')).toBe('refused')
+
+    expect(exitCode).toBe(0)
+    const accepted = results.filter((r) => r.status === 201)
+    expect(accepted.length).toBeGreaterThan(0)
+    // Nothing half done: every reply is a whole order or a refusal to connect, never a 5xx.
+    expect(results.filter((r) => r.status !== 201 && r.status !== 0)).toEqual([])
+    const [{ orders }] = await sql`
+      select count(*)::int as orders from public.orders o
+       where o.buyer_id in (select user_id from public.carts where id = any (${carts.map((c) => c.id)}::bigint[]))`
+    expect(orders).toBe(accepted.length)
+    expect(await stockOf(sql, product.id)).toBe(1000 - accepted.length)
+    expect(await auditOf(sql, [product.id])).toEqual([])
+
+    const log = (await new Response(child.stdout).text()).trim().split('\n').map((line) => JSON.parse(line))
+    expect(log.map((line) => line.msg)).toContain('shutting down: draining requests in flight')
+    expect(log.at(-1).msg).toBe('stopped')
+    expect(log.filter((line) => line.msg === 'request' && line.status === 201)).toHaveLength(accepted.length)
+  })
+})
