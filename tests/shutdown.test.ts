@@ -1,36 +1,9 @@
 import { describe, expect, it } from 'bun:test'
-import { resolve } from 'node:path'
-import { freePort } from '../src/db/embedded'
 import { testDatabaseUrl, testSql } from './support/db'
 import { addItem, auditOf, cartFor, createProduct, stockOf } from './support/fixtures'
+import { startService } from './support/service'
 
 const sql = testSql()
-
-async function startService(env: Record<string, string> = {}) {
-  const port = await freePort()
-  const child = Bun.spawn([process.execPath, resolve(import.meta.dir, '../src/server.ts')], {
-    env: {
-      ...process.env,
-      DATABASE_URL: testDatabaseUrl(),
-      PORT: String(port),
-      HOST: '127.0.0.1',
-      MIGRATE_ON_START: 'false',
-      EXPIRE_ORDERS_EVERY: '0',
-      LOG_FORMAT: 'json',
-      ...env,
-    },
-    stdout: 'pipe',
-    stderr: 'pipe',
-  })
-  const baseUrl = `http://127.0.0.1:${port}`
-  for (let attempt = 0; ; attempt++) {
-    const up = await fetch(`${baseUrl}/healthz`).then((r) => r.ok, () => false)
-    if (up) break
-    if (attempt > 100) throw new Error(`the service did not start: ${await new Response(child.stderr).text()}`)
-    await Bun.sleep(50)
-  }
-  return { child, baseUrl }
-}
 
 describe('graceful shutdown', () => {
   it('on SIGTERM finishes the checkouts in flight, loses none, and exits 0', async () => {
@@ -41,7 +14,7 @@ describe('graceful shutdown', () => {
       return cart
     }))
     // A small pool keeps most checkouts queued in the service when SIGTERM lands.
-    const { child, baseUrl } = await startService({ DB_POOL_MAX: '4' })
+    const { child, baseUrl } = await startService(testDatabaseUrl(), { DB_POOL_MAX: '4' })
 
     const replies = carts.map((cart) =>
       fetch(`${baseUrl}/carts/${cart.id}/checkout`, { method: 'POST' }).then(
