@@ -17,35 +17,54 @@ create function public.place_orders(p_requests jsonb) returns jsonb
 language plpgsql
 security definer
 set search_path = ''
--- Its statements take arrays whose sizes vary with each batch: re-planning
--- them at every call would cost more than running them.
-set plan_cache_mode = force_generic_plan
 as $$
 declare
   v_count integer;
-  -- the requests, by position
+  -- The requests, by position (1-based arrival order). The item ids they name
+  -- are one flat array, request k's at r_item_from[k] .. r_item_from[k] + r_item_count[k] - 1.
   r_cart_ids bigint[];
   r_buyer_ids bigint[];
   r_notes text[];
   r_one_seller boolean[];
-  -- the batch's carts, locked
+  r_names_items boolean[];
+  r_item_count integer[];
+  r_item_from integer[];
+  r_items bigint[];
+  -- The batch's carts, locked, ascending; and their open lines, grouped by
+  -- cart (cart k's at c_line_from[k] .. c_line_from[k] + c_line_count[k] - 1).
   v_cart_ids bigint[];
   v_cart_users bigint[];
+  c_line_from integer[];
+  c_line_count integer[];
+  l_item bigint[];
+  l_cart bigint[];
+  l_product bigint[];
+  l_quantity integer[];
+  l_price bigint[];
+  l_weight integer[];
+  l_seller bigint[];
+  l_for_sale boolean[];
+  l_name text[];
+  l_taken boolean[];
+  -- The batch's products, locked, ascending, and their stock as allocated so far.
+  v_products bigint[];
+  v_remaining integer[];
+  -- One request at a time.
   v_results jsonb[];
   v_ord integer;
-  v_item_ids bigint[];
+  v_at integer;
+  v_line integer;
+  v_item integer;
+  v_found boolean;
   v_cart_id bigint;
   v_buyer_id bigint;
-  v_lines record;
+  v_lines integer[];
   v_missing bigint[];
   v_unavailable jsonb;
   v_shortages jsonb;
   v_sellers bigint[];
-  v_products bigint[];
-  v_remaining integer[];
-  v_taken bigint[] := '{}';
-  v_at integer;
-  -- accepted lines, one entry per line
+  v_stock integer;
+  -- Accepted lines: what the one write statement writes.
   a_ord integer[] := '{}';
   a_item bigint[] := '{}';
   a_product bigint[] := '{}';
@@ -71,9 +90,23 @@ begin
   select array_agg((r->>'cart_id')::bigint order by ord),
          array_agg((r->>'buyer_id')::bigint order by ord),
          array_agg(r->>'note' order by ord),
-         array_agg(coalesce((r->>'one_seller')::boolean, false) order by ord)
-    into r_cart_ids, r_buyer_ids, r_notes, r_one_seller
+         array_agg(coalesce((r->>'one_seller')::boolean, false) order by ord),
+         array_agg(jsonb_typeof(r->'item_ids') = 'array' order by ord),
+         array_agg(case when jsonb_typeof(r->'item_ids') = 'array' then jsonb_array_length(r->'item_ids') else 0 end order by ord)
+    into r_cart_ids, r_buyer_ids, r_notes, r_one_seller, r_names_items, r_item_count
     from jsonb_array_elements(p_requests) with ordinality as x(r, ord);
+
+  select coalesce(array_agg((i.item #>> '{}')::bigint order by x.ord, i.pos), '{}')
+    into r_items
+    from jsonb_array_elements(p_requests) with ordinality as x(r, ord)
+    cross join lateral jsonb_array_elements(
+      case when jsonb_typeof(x.r->'item_ids') = 'array' then x.r->'item_ids' else '[]'::jsonb end
+    ) with ordinality as i(item, pos);
+
+  r_item_from := array_fill(1, array[v_count]);
+  for v_ord in 2 .. v_count loop
+    r_item_from[v_ord] := r_item_from[v_ord - 1] + r_item_count[v_ord - 1];
+  end loop;
 
   -- Lock every cart of the batch, in id order.
   select array_agg(c.id order by c.id), array_agg(c.user_id order by c.id)
@@ -83,6 +116,7 @@ begin
            where c.id = any (r_cart_ids) or c.user_id = any (r_buyer_ids)
            order by c.id
              for no key update) c;
+  v_cart_ids := coalesce(v_cart_ids, '{}');
 
   -- Then every product on their open lines, in id order, and read their stock.
   select array_agg(p.id order by p.id), array_agg(p.stock order by p.id)
@@ -94,10 +128,34 @@ begin
            order by p.id
              for no key update) p;
 
+  -- The open lines of those carts, with what is needed to decide and to write.
+  select coalesce(array_agg(ci.id order by ci.cart_id, ci.id), '{}'),
+         array_agg(ci.cart_id order by ci.cart_id, ci.id),
+         array_agg(ci.product_id order by ci.cart_id, ci.id),
+         array_agg(ci.quantity order by ci.cart_id, ci.id),
+         array_agg(p.price order by ci.cart_id, ci.id),
+         array_agg(p.weight order by ci.cart_id, ci.id),
+         array_agg(p.seller_id order by ci.cart_id, ci.id),
+         array_agg(p.active and p.price > 0 order by ci.cart_id, ci.id),
+         array_agg(p.name order by ci.cart_id, ci.id)
+    into l_item, l_cart, l_product, l_quantity, l_price, l_weight, l_seller, l_for_sale, l_name
+    from public.cart_items ci
+    join public.products p on p.id = ci.product_id
+   where ci.cart_id = any (v_cart_ids) and not ci.purchased;
+
+  l_taken := array_fill(false, array[greatest(cardinality(l_item), 1)]);
+  c_line_from := array_fill(0, array[greatest(cardinality(v_cart_ids), 1)]);
+  c_line_count := array_fill(0, array[greatest(cardinality(v_cart_ids), 1)]);
+  v_at := 0;
+  for v_line in 1 .. cardinality(l_item) loop
+    if v_line = 1 or l_cart[v_line] <> l_cart[v_line - 1] then
+      v_at := array_position(v_cart_ids, l_cart[v_line]);
+      c_line_from[v_at] := v_line;
+    end if;
+    c_line_count[v_at] := c_line_count[v_at] + 1;
+  end loop;
+
   for v_ord in 1 .. v_count loop
-    v_item_ids := case when jsonb_typeof(p_requests->(v_ord - 1)->'item_ids') = 'array'
-                       then array(select (x #>> '{}')::bigint from jsonb_array_elements(p_requests->(v_ord - 1)->'item_ids') x)
-                  end;
     -- The cart.
     if r_cart_ids[v_ord] is not null then
       v_at := array_position(v_cart_ids, r_cart_ids[v_ord]);
@@ -115,8 +173,10 @@ begin
         v_results[v_ord] := jsonb_build_object('error', jsonb_build_object(
           'code', 'WA005',
           'message', format('buyer %s has no cart, so cart items %s cannot be ordered',
-                            r_buyer_ids[v_ord], array_to_string(v_item_ids, ', ', 'null')),
-          'detail', jsonb_build_object('buyer_id', r_buyer_ids[v_ord], 'cart_item_ids', to_jsonb(v_item_ids))::text,
+                            r_buyer_ids[v_ord],
+                            array_to_string(r_items[r_item_from[v_ord] : r_item_from[v_ord] + r_item_count[v_ord] - 1], ', ', 'null')),
+          'detail', jsonb_build_object('buyer_id', r_buyer_ids[v_ord],
+                                       'cart_item_ids', to_jsonb(r_items[r_item_from[v_ord] : r_item_from[v_ord] + r_item_count[v_ord] - 1]))::text,
           'hint', 'Add items to the buyer''s cart first.'));
         continue;
       end if;
@@ -124,45 +184,43 @@ begin
     v_cart_id := v_cart_ids[v_at];
     v_buyer_id := v_cart_users[v_at];
 
-    -- Named items must be open items of this cart (not bought earlier in this batch either).
-    if v_item_ids is not null then
-      select array_agg(distinct r.id order by r.id) into v_missing
-        from unnest(v_item_ids) as r(id)
-       where r.id = any (v_taken) or r.id is null
-          or not exists (select from public.cart_items ci
-                          where ci.id = r.id and ci.cart_id = v_cart_id and not ci.purchased);
-      if v_missing is not null then
+    -- The lines to buy: the cart's open lines not bought earlier in this
+    -- batch, all of them or the named ones (which must all be among them).
+    v_lines := '{}';
+    if r_names_items[v_ord] then
+      v_missing := '{}';
+      for v_item in r_item_from[v_ord] .. r_item_from[v_ord] + r_item_count[v_ord] - 1 loop
+        v_found := false;
+        for v_line in c_line_from[v_at] .. c_line_from[v_at] + c_line_count[v_at] - 1 loop
+          if l_item[v_line] = r_items[v_item] and not l_taken[v_line] then
+            v_found := true;
+            if not v_line = any (v_lines) then
+              v_lines := v_lines || v_line;
+            end if;
+          end if;
+        end loop;
+        if not v_found and not coalesce(r_items[v_item] = any (v_missing), false) then
+          v_missing := v_missing || r_items[v_item];
+        end if;
+      end loop;
+      if cardinality(v_missing) > 0 then
+        v_missing := array(select m from unnest(v_missing) m order by m nulls last);
         v_results[v_ord] := jsonb_build_object('error', jsonb_build_object(
           'code', 'WA005',
-          'message', format('cart items %s are not open items of cart %s',
-                            array_to_string(v_missing, ', ', 'null'), v_cart_id),
+          'message', format('cart items %s are not open items of cart %s', array_to_string(v_missing, ', ', 'null'), v_cart_id),
           'detail', jsonb_build_object('cart_id', v_cart_id, 'cart_item_ids', to_jsonb(v_missing))::text,
           'hint', 'Only items in this cart that are not purchased yet can be ordered; reload the cart.'));
         continue;
       end if;
+    else
+      for v_line in c_line_from[v_at] .. c_line_from[v_at] + c_line_count[v_at] - 1 loop
+        if not l_taken[v_line] then
+          v_lines := v_lines || v_line;
+        end if;
+      end loop;
     end if;
 
-    -- The lines, and every check before taking anything.
-    select array_agg(ci.id order by ci.id) as items,
-           array_agg(ci.product_id order by ci.id) as products,
-           array_agg(ci.quantity order by ci.id) as quantities,
-           array_agg(p.price order by ci.id) as prices,
-           array_agg(p.weight order by ci.id) as weights,
-           array_agg(p.seller_id order by ci.id) as sellers,
-           jsonb_agg(jsonb_build_object('product_id', p.id, 'name', p.name) order by p.id)
-             filter (where not p.active or p.price = 0) as unavailable,
-           jsonb_agg(jsonb_build_object('product_id', p.id, 'name', p.name, 'requested', ci.quantity,
-                                        'available', v_remaining[array_position(v_products, p.id)]) order by p.id)
-             filter (where ci.quantity > v_remaining[array_position(v_products, p.id)]) as shortages,
-           array_agg(distinct p.seller_id) as distinct_sellers
-      into v_lines
-      from public.cart_items ci
-      join public.products p on p.id = ci.product_id
-     where ci.cart_id = v_cart_id and not ci.purchased
-       and not ci.id = any (v_taken)
-       and (v_item_ids is null or ci.id = any (v_item_ids));
-
-    if v_lines.items is null then
+    if cardinality(v_lines) = 0 then
       v_results[v_ord] := jsonb_build_object('error', jsonb_build_object(
         'code', 'WA006',
         'message', format('cart %s has nothing to order', v_cart_id),
@@ -170,17 +228,37 @@ begin
         'hint', 'Add items to the cart first.'));
       continue;
     end if;
-    if v_lines.unavailable is not null then
+
+    -- Every check before taking anything; lines are reported by product id.
+    v_unavailable := '[]';
+    v_shortages := '[]';
+    v_sellers := '{}';
+    if cardinality(v_lines) > 1 then
+      v_lines := array(select x from unnest(v_lines) x order by l_product[x]);
+    end if;
+    foreach v_line in array v_lines loop
+      v_stock := v_remaining[array_position(v_products, l_product[v_line])];
+      if not l_for_sale[v_line] then
+        v_unavailable := v_unavailable || jsonb_build_object('product_id', l_product[v_line], 'name', l_name[v_line]);
+      end if;
+      if l_quantity[v_line] > v_stock then
+        v_shortages := v_shortages || jsonb_build_object('product_id', l_product[v_line], 'name', l_name[v_line],
+                                                         'requested', l_quantity[v_line], 'available', v_stock);
+      end if;
+      if not l_seller[v_line] = any (v_sellers) then
+        v_sellers := v_sellers || l_seller[v_line];
+      end if;
+    end loop;
+
+    if jsonb_array_length(v_unavailable) > 0 then
       v_results[v_ord] := jsonb_build_object('error', jsonb_build_object(
         'code', 'WA003',
-        'message', format('product "%s" (id %s) is not for sale',
-                          v_lines.unavailable->0->>'name', v_lines.unavailable->0->>'product_id'),
-        'detail', jsonb_build_object('product_ids', jsonb_path_query_array(v_lines.unavailable, '$[*].product_id'))::text,
+        'message', format('product "%s" (id %s) is not for sale', v_unavailable->0->>'name', v_unavailable->0->>'product_id'),
+        'detail', jsonb_build_object('product_ids', jsonb_path_query_array(v_unavailable, '$[*].product_id'))::text,
         'hint', 'Remove the product from the order; only active products with a price above zero can be bought.'));
       continue;
     end if;
-    if v_lines.shortages is not null then
-      v_shortages := v_lines.shortages;
+    if jsonb_array_length(v_shortages) > 0 then
       v_results[v_ord] := jsonb_build_object('error', jsonb_build_object(
         'code', 'WA004',
         'message', format('insufficient stock for product "%s" (id %s): requested %s, available %s',
@@ -193,31 +271,31 @@ begin
         'hint', 'Lower each quantity to at most the available stock, or remove the line.'));
       continue;
     end if;
-    if r_one_seller[v_ord] and cardinality(v_lines.distinct_sellers) > 1 then
+    if r_one_seller[v_ord] and cardinality(v_sellers) > 1 then
+      v_sellers := array(select s from unnest(v_sellers) s order by s);
       v_results[v_ord] := jsonb_build_object('error', jsonb_build_object(
         'code', 'WA007',
-        'message', format('the cart items belong to %s sellers; an order is for one seller',
-                          cardinality(v_lines.distinct_sellers)),
-        'detail', jsonb_build_object('seller_ids', to_jsonb(v_lines.distinct_sellers))::text,
+        'message', format('the cart items belong to %s sellers; an order is for one seller', cardinality(v_sellers)),
+        'detail', jsonb_build_object('seller_ids', to_jsonb(v_sellers))::text,
         'hint', 'Order the items of each seller separately, or check out the whole cart (one order per seller).'));
       continue;
     end if;
 
-    -- Accepted: take the stock and remember the lines.
-    for v_at in 1 .. cardinality(v_lines.items) loop
-      v_remaining[array_position(v_products, v_lines.products[v_at])] :=
-        v_remaining[array_position(v_products, v_lines.products[v_at])] - v_lines.quantities[v_at];
+    -- Accepted: take the stock, and remember the lines for the write.
+    foreach v_line in array v_lines loop
+      v_at := array_position(v_products, l_product[v_line]);
+      v_remaining[v_at] := v_remaining[v_at] - l_quantity[v_line];
+      l_taken[v_line] := true;
       a_ord := a_ord || v_ord;
+      a_item := a_item || l_item[v_line];
+      a_product := a_product || l_product[v_line];
+      a_quantity := a_quantity || l_quantity[v_line];
+      a_price := a_price || l_price[v_line];
+      a_weight := a_weight || l_weight[v_line];
+      a_seller := a_seller || l_seller[v_line];
       a_buyer := a_buyer || v_buyer_id;
       a_note := a_note || r_notes[v_ord];
     end loop;
-    a_item := a_item || v_lines.items;
-    a_product := a_product || v_lines.products;
-    a_quantity := a_quantity || v_lines.quantities;
-    a_price := a_price || v_lines.prices;
-    a_weight := a_weight || v_lines.weights;
-    a_seller := a_seller || v_lines.sellers;
-    v_taken := v_taken || v_lines.items;
   end loop;
 
   if cardinality(a_item) > 0 then
@@ -262,10 +340,10 @@ begin
     select array_agg(id order by id), array_agg(ord order by id) into v_order_ids, v_order_ords from new_orders;
 
     for v_ord_orders in
-      select t.ord, jsonb_agg(public.order_json(o) order by o.id) as orders
-        from unnest(v_order_ids, v_order_ords) as t(id, ord)
-        join public.orders o on o.id = t.id
-       group by t.ord
+      select v_order_ords[array_position(v_order_ids, o.id)] as ord, jsonb_agg(public.order_json(o) order by o.id) as orders
+        from public.orders o
+       where o.id = any (v_order_ids)
+       group by 1
     loop
       v_results[v_ord_orders.ord] := jsonb_build_object('orders', v_ord_orders.orders);
     end loop;
