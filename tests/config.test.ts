@@ -21,6 +21,13 @@ describe('configuration', () => {
       migrateOnStart: true,
       dbPoolMax: 10,
       dbRole: 'waitress_api',
+      appDatabaseUrl: undefined,
+      production: false,
+      authJwtSecret: undefined,
+      rateLimit: 0,
+      rateLimitWindowSeconds: 60,
+      maxBodyBytes: 65_536,
+      purgeIntervalSeconds: 3600,
     })
     expect(loadConfig({ DB_ROLE: '' }).dbRole).toBeUndefined()
   })

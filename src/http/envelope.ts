@@ -47,3 +47,10 @@ export const IdParam = (name: string) =>
 export const IdParams = t.Object({ id: IdParam('id') })
 
 export const Timestamp = t.String({ format: 'date-time' })
+
+/**
+ * Text a client sends: no NUL (PostgreSQL text cannot hold it) and no lone
+ * UTF-16 surrogate (it has no UTF-8 form, so it could not be stored as sent).
+ */
+export const Text = (options: { minLength?: number; maxLength: number; error: string; description?: string }) =>
+  t.String({ ...options, pattern: '^(?:[^\\u0000\\uD800-\\uDFFF]|[\\uD800-\\uDBFF][\\uDC00-\\uDFFF])*$' })

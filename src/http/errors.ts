@@ -6,6 +6,8 @@ export class ApiError extends Error {
   constructor(
     readonly status: number,
     message: string,
+    /** Sent with the error, e.g. WWW-Authenticate on a 401, Retry-After on a 429. */
+    readonly headers: Record<string, string> = {},
   ) {
     super(message)
   }
@@ -33,6 +35,10 @@ const STATUS_BY_SQLSTATE: Record<string, number> = {
   WA005: 422, // cart items not open items of the cart
   WA006: 422, // nothing to order
   WA007: 422, // items of several sellers in one order
+  WA008: 422, // idempotency key already used for a different request
+  WA009: 409, // a request with this idempotency key is still in progress
+  '22021': 400, // invalid byte sequence (a NUL character in text)
+  '22P05': 400, // untranslatable character
   '22001': 422, // string too long
   '22003': 422, // number out of range
   '22023': 422, // invalid parameter value
@@ -98,7 +104,10 @@ function validationMessage(error: { customError?: unknown; valueError?: { path: 
 export const errorHandler = new Elysia({ name: 'waitress/errors' }).onError(
   { as: 'global' },
   ({ code, error, request }) => {
-    if (error instanceof ApiError) return respond(errorBody(error.status, error.message))
+    if (error instanceof ApiError) return respond(errorBody(error.status, error.message), error.headers)
+    // Our body parser's refusals (413, 415, 400) reach here wrapped in Elysia's ParseError.
+    const cause = (error as { cause?: unknown }).cause
+    if (code === 'PARSE' && cause instanceof ApiError) return respond(errorBody(cause.status, cause.message), cause.headers)
     if (error instanceof postgres.PostgresError) {
       const response = fromPostgres(error)
       if (response) return response
@@ -108,7 +117,9 @@ export const errorHandler = new Elysia({ name: 'waitress/errors' }).onError(
 
     switch (code) {
       case 'VALIDATION':
-        return respond(errorBody(400, validationMessage(error)))
+        // A response that breaks its own schema is our bug, not the client's: 500 below.
+        if ((error as { type?: string }).type !== 'response') return respond(errorBody(400, validationMessage(error)))
+        break
       case 'PARSE':
         return respond(errorBody(400, 'the request body is not valid JSON'))
       case 'NOT_FOUND':

@@ -1,7 +1,8 @@
 import { Elysia, t } from 'elysia'
 import type { Sql } from '../db/client'
 import { ApiError } from '../http/errors'
-import { envelope, errors, Id, IdParams, Int, MAX_ID, MAX_INT4, ok, Timestamp } from '../http/envelope'
+import { actingAs, actorOf, bearerAuth } from '../http/identity'
+import { envelope, errors, Id, IdParams, Int, MAX_ID, MAX_INT4, ok, Text, Timestamp } from '../http/envelope'
 
 export const Product = t.Object(
   {
@@ -19,8 +20,8 @@ export const Product = t.Object(
 )
 
 const NewProduct = t.Object({
-  name: t.String({ minLength: 1, maxLength: 200, error: 'name must be a string of 1 to 200 characters' }),
-  seller_id: Id('seller_id'),
+  name: Text({ minLength: 1, maxLength: 200, error: 'name must be a string of 1 to 200 characters' }),
+  seller_id: t.Optional(Id('seller_id')),
   price: Int({
     minimum: 0,
     maximum: MAX_ID,
@@ -29,7 +30,7 @@ const NewProduct = t.Object({
   active: t.Optional(t.Boolean({ error: 'active must be true or false' })),
   stock: Int({ minimum: 0, maximum: MAX_INT4, error: `stock must be a whole number from 0 to ${MAX_INT4}` }),
   weight: Int({ minimum: 1, maximum: MAX_INT4, error: `weight must be a whole number of grams from 1 to ${MAX_INT4}` }),
-})
+}, { additionalProperties: false })
 
 export const PRODUCTS_PAGE_MAX = 100
 
@@ -42,17 +43,22 @@ export const productRoutes = (sql: Sql) =>
   new Elysia({ prefix: '/products', detail: { tags: ['products'] } })
     .post(
       '',
-      async ({ body }) => {
+      async ({ body, request }) => {
+        const sellerId = actingAs(actorOf(request), body.seller_id, 'seller_id')
         const [row] = await sql`
           select public.product_json(p) as product
-            from public.create_product(${body.name}, ${body.seller_id}, ${body.price},
+            from public.create_product(${body.name}, ${sellerId}, ${body.price},
                                        ${body.stock}, ${body.weight}, ${body.active ?? true}) p`
         return ok(201, row.product)
       },
       {
         body: NewProduct,
-        response: { 201: envelope(Product), ...errors(400, 422) },
-        detail: { summary: 'Create a product' },
+        response: { 201: envelope(Product), ...errors(400, 401, 403, 413, 415, 422, 429) },
+        detail: {
+          summary: 'Create a product',
+          description: 'With authentication the seller is the token\'s user: seller_id may be left out, and another is 403.',
+          security: bearerAuth,
+        },
       },
     )
     .get(
@@ -68,7 +74,7 @@ export const productRoutes = (sql: Sql) =>
       },
       {
         query: Page,
-        response: { 200: envelope(t.Array(Product)), ...errors(400) },
+        response: { 200: envelope(t.Array(Product)), ...errors(400, 429) },
         detail: { summary: `List products by id (limit defaults to 10, at most ${PRODUCTS_PAGE_MAX})` },
       },
     )
@@ -81,7 +87,7 @@ export const productRoutes = (sql: Sql) =>
       },
       {
         params: IdParams,
-        response: { 200: envelope(Product), ...errors(400, 404) },
+        response: { 200: envelope(Product), ...errors(400, 404, 429) },
         detail: { summary: 'Get a product' },
       },
     )
