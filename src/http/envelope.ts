@@ -46,6 +46,13 @@ export const IdParam = (name: string) =>
 
 export const IdParams = t.Object({ id: IdParam('id') })
 
+/** A count in a query string (limit, offset): decimal digits only, like IdParam, from `minimum` (0 or 1). */
+export const CountParam = (minimum: 0 | 1, error: string, description?: string) =>
+  t
+    .Transform(t.String({ pattern: minimum === 0 ? '^(?:0|[1-9][0-9]{0,14})$' : '^[1-9][0-9]{0,14}$', error, description }))
+    .Decode((value) => Number(value))
+    .Encode((value) => String(value))
+
 export const Timestamp = t.String({ format: 'date-time' })
 
 /**

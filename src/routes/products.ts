@@ -2,7 +2,7 @@ import { Elysia, t } from 'elysia'
 import type { Sql } from '../db/client'
 import { ApiError } from '../http/errors'
 import { actingAs, actorOf, bearerAuth } from '../http/identity'
-import { envelope, errors, Id, IdParams, Int, MAX_ID, MAX_INT4, ok, Text, Timestamp } from '../http/envelope'
+import { CountParam, envelope, errors, Id, IdParams, Int, MAX_ID, MAX_INT4, ok, Text, Timestamp } from '../http/envelope'
 
 export const Product = t.Object(
   {
@@ -34,9 +34,10 @@ const NewProduct = t.Object({
 
 export const PRODUCTS_PAGE_MAX = 100
 
+// Decimal digits only: t.Integer would also take "1e3", "0x10" or " " (as 0).
 const Page = t.Object({
-  limit: t.Optional(t.Integer({ minimum: 1, maximum: MAX_ID, error: 'limit must be a positive integer', default: 10 })),
-  offset: t.Optional(t.Integer({ minimum: 0, maximum: MAX_ID, error: 'offset must be an integer, 0 or more', default: 0 })),
+  limit: t.Optional(CountParam(1, 'limit must be a positive integer', 'Default 10, at most 100.')),
+  offset: t.Optional(CountParam(0, 'offset must be an integer, 0 or more', 'Default 0.')),
 })
 
 export const productRoutes = (sql: Sql) =>
