@@ -25,7 +25,7 @@ comment on table public.idempotency_keys is
   'kept idempotency_key_ttl() (24 hours), then purged by purge_idempotency_keys().';
 comment on column public.idempotency_keys.action is 'What the key was used for: the function name, e.g. place_order.';
 comment on column public.idempotency_keys.request_hash is
-  'sha256 of the action and its parameters: the same key with other parameters is refused (WA008).';
+  'sha256 of the action and its parameters: the same key with other parameters is refused (WA101).';
 comment on column public.idempotency_keys.response_status is 'HTTP status of the first response (201 for a checkout).';
 comment on column public.idempotency_keys.response_body is 'The first response''s data, returned again on every retry.';
 
@@ -58,14 +58,24 @@ declare
   v_record public.idempotency_keys;
 begin
   -- A record older than the TTL is as good as purged: the key starts afresh.
-  insert into public.idempotency_keys as k (buyer_id, key, action, request_hash)
-  values (p_buyer_id, p_key, p_action, v_hash)
-  on conflict (buyer_id, key) do update
-     set action = excluded.action, request_hash = excluded.request_hash,
-         response_status = null, response_body = null, created_at = now()
-   where k.created_at < now() - public.idempotency_key_ttl()
-  returning * into v_record;
-  if found then
+  -- Waiting for a concurrent holder of the key is bounded by the session's
+  -- lock_timeout, if it has one: then the duplicate gets WA102 (409).
+  begin
+    insert into public.idempotency_keys as k (buyer_id, key, action, request_hash)
+    values (p_buyer_id, p_key, p_action, v_hash)
+    on conflict (buyer_id, key) do update
+       set action = excluded.action, request_hash = excluded.request_hash,
+           response_status = null, response_body = null, created_at = now()
+     where k.created_at < now() - public.idempotency_key_ttl()
+    returning * into v_record;
+  exception when lock_not_available then
+    raise exception using
+      errcode = 'WA102',
+      message = format('a request with idempotency key "%s" is still in progress', p_key),
+      detail = jsonb_build_object('idempotency_key', p_key, 'action', p_action)::text,
+      hint = 'Retry shortly: once the first request has finished, its response is returned.';
+  end;
+  if v_record.buyer_id is not null then
     return; -- the key is ours: status and data stay null, go on
   end if;
 
@@ -75,15 +85,15 @@ begin
 
   if v_record.request_hash <> v_hash then
     raise exception using
-      errcode = 'WA008',
+      errcode = 'WA101',
       message = format('idempotency key "%s" was already used for a different request (%s)', p_key, v_record.action),
       detail = jsonb_build_object('idempotency_key', p_key, 'action', v_record.action)::text,
       hint = 'Send a new key with a new request; reuse a key only to retry exactly the same request.';
   end if;
   if v_record.response_status is null then
-    -- Only possible inside one transaction that claimed the key and has not finished.
+    -- Only possible inside the one transaction that claimed the key and has not finished.
     raise exception using
-      errcode = 'WA009',
+      errcode = 'WA102',
       message = format('a request with idempotency key "%s" is still in progress', p_key),
       detail = jsonb_build_object('idempotency_key', p_key, 'action', v_record.action)::text,
       hint = 'Retry once the first request has finished.';
@@ -95,8 +105,9 @@ $$;
 
 comment on function public.idempotency_begin(bigint, text, text, jsonb) is
   'For functions that make a request idempotent: claims (buyer, key) for this action and parameters and returns nulls, '
-  'or returns the status and data recorded for the same request; waits while a concurrent request holds the key. '
-  'Raises WA008 when the key was used with other parameters. Call idempotency_finish in the same transaction.';
+  'or returns the status and data recorded for the same request; waits while a concurrent request holds the key '
+  '(WA102 if lock_timeout runs out first). Raises WA101 when the key was used with other parameters. '
+  'Call idempotency_finish in the same transaction.';
 
 create function public.idempotency_finish(p_buyer_id bigint, p_key text, p_status integer, p_data jsonb) returns void
 language sql

@@ -56,7 +56,7 @@ comment on function public.place_order_idempotent(bigint, bigint, text, text) is
   'place_order on the whole cart, on behalf of p_user_id (another user''s cart is WA001; null: any cart). '
   'With p_idempotency_key: the first call checks out and records (201, the orders) for the cart''s buyer and key; '
   'a retry with the same cart and note returns that record with replayed = true and orders nothing; '
-  'other parameters with the same key raise WA008. data is the JSON array of orders.';
+  'other parameters with the same key raise WA101. data is the JSON array of orders.';
 
 create function public.place_buyer_order_idempotent(
   p_buyer_id bigint,
@@ -94,7 +94,7 @@ $$;
 
 comment on function public.place_buyer_order_idempotent(bigint, bigint[], text, text) is
   'place_buyer_order, idempotent with p_idempotency_key (scoped to p_buyer_id): a retry with the same items and note '
-  'returns the recorded (201, order) with replayed = true; other parameters with the same key raise WA008.';
+  'returns the recorded (201, order) with replayed = true; other parameters with the same key raise WA101.';
 
 revoke execute on function public.place_order_idempotent(bigint, bigint, text, text) from public;
 revoke execute on function public.place_buyer_order_idempotent(bigint, bigint[], text, text) from public;

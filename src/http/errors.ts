@@ -35,8 +35,8 @@ const STATUS_BY_SQLSTATE: Record<string, number> = {
   WA005: 422, // cart items not open items of the cart
   WA006: 422, // nothing to order
   WA007: 422, // items of several sellers in one order
-  WA008: 422, // idempotency key already used for a different request
-  WA009: 409, // a request with this idempotency key is still in progress
+  WA101: 422, // idempotency key already used for a different request
+  WA102: 409, // a request with this idempotency key is still in progress
   '22021': 400, // invalid byte sequence (a NUL character in text)
   '22P05': 400, // untranslatable character
   '22001': 422, // string too long

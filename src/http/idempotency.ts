@@ -16,7 +16,7 @@ export const IdempotencyHeaders = t.Object(
         description:
           'Makes a retry safe: the same key with the same request returns the first response (status and body, ' +
           'with Idempotent-Replayed: true) and orders nothing more, for 24 hours; the same key with another request ' +
-          'is 422 (WA008). Scoped per buyer. A refused request records nothing, so its key can be retried.',
+          'is 422 (WA101). Scoped per buyer. A refused request records nothing, so its key can be retried.',
       }),
     ),
   },

@@ -95,7 +95,7 @@ export const cartRoutes = (sql: Sql) =>
             'One database call (place_order): all or nothing. 404 unknown cart (WA001); 422 empty cart (WA006), ' +
             'a product not for sale (WA003), insufficient stock (WA004, details.shortages lists every short line). ' +
             "Another user's cart is 404. With Idempotency-Key a retry returns the first response; the same key " +
-            'with another note is 422 (WA008).',
+            'with another note is 422 (WA101).',
           security: bearerAuth,
         },
       },

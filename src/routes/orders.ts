@@ -69,7 +69,7 @@ export const orderRoutes = (sql: Sql) =>
             '422 when an id is not an open item of the buyer\'s cart (WA005), the items span sellers (WA007: order ' +
             'per seller, or check out the cart), a product is not for sale (WA003) or stock is short (WA004). ' +
             "With authentication the buyer is the token's user (buyer_id may be left out; another is 403). " +
-            'With Idempotency-Key a retry returns the first response; the same key with other items is 422 (WA008).',
+            'With Idempotency-Key a retry returns the first response; the same key with other items is 422 (WA101).',
           security: bearerAuth,
         },
       },

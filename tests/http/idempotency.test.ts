@@ -70,13 +70,13 @@ describe('Idempotency-Key on POST /carts/:id/checkout', () => {
     }
   })
 
-  it('answers 422 (WA008) to the same key with a different body, and changes nothing', async () => {
+  it('answers 422 (WA101) to the same key with a different body, and changes nothing', async () => {
     const cart = await cartWithLine()
     const key = newKey()
     await req(`/carts/${cart.id}/checkout`, { body: { note: 'first' }, headers: { 'idempotency-key': key } })
     const reply = await req(`/carts/${cart.id}/checkout`, { body: { note: 'second' }, headers: { 'idempotency-key': key } })
     const refused = expectErrorEnvelope(reply, 422)
-    expect(refused.code).toBe('WA008')
+    expect(refused.code).toBe('WA101')
     expect(refused.details).toEqual({ idempotency_key: key, action: 'place_order' })
     expect(await ordersOf(cart.user_id)).toBe(1)
   })
@@ -138,15 +138,15 @@ describe('Idempotency-Key on POST /orders', () => {
     expect(await stockOf(sql, cart.product.id)).toBe(3)
   })
 
-  it('answers 422 (WA008) to the same key with other items, or the same key first used for a checkout', async () => {
+  it('answers 422 (WA101) to the same key with other items, or the same key first used for a checkout', async () => {
     const cart = await cartWithLine()
     const second = await addItem(sql, cart.id, (await createProduct(sql)).id, 1)
     const key = newKey()
     expect((await req('/orders', { body: { buyer_id: cart.user_id, cart_item_ids: [cart.line] }, headers: { 'idempotency-key': key } })).status).toBe(201)
     const other = await req('/orders', { body: { buyer_id: cart.user_id, cart_item_ids: [second] }, headers: { 'idempotency-key': key } })
-    expect(expectErrorEnvelope(other, 422).code).toBe('WA008')
+    expect(expectErrorEnvelope(other, 422).code).toBe('WA101')
     const checkout = await req(`/carts/${cart.id}/checkout`, { method: 'POST', headers: { 'idempotency-key': key } })
-    expect(expectErrorEnvelope(checkout, 422).code).toBe('WA008')
+    expect(expectErrorEnvelope(checkout, 422).code).toBe('WA101')
     expect(await ordersOf(cart.user_id)).toBe(1)
   })
 

@@ -51,15 +51,15 @@ describe('place_order_idempotent', () => {
     expect(record).toEqual({ buyer_id: cart.user_id, action: 'place_order', response_status: 201 })
   })
 
-  it('refuses the same key with other parameters (WA008) and changes nothing', async () => {
+  it('refuses the same key with other parameters (WA101) and changes nothing', async () => {
     const cart = await cartWithLine()
     const key = newKey()
     await api`select * from public.place_order_idempotent(null, ${cart.id}, 'gift', ${key})`
     const error = await refusal(api`select * from public.place_order_idempotent(null, ${cart.id}, 'no gift', ${key})`)
-    expect(error.code).toBe('WA008')
+    expect(error.code).toBe('WA101')
     expect(JSON.parse(error.detail!)).toEqual({ idempotency_key: key, action: 'place_order' })
     const other = await refusal(api`select * from public.place_buyer_order_idempotent(${cart.user_id}, ${[cart.line]}::bigint[], 'gift', ${key})`)
-    expect(other.code).toBe('WA008')
+    expect(other.code).toBe('WA101')
     expect(await ordersOf(cart.user_id)).toBe(1)
   })
 
@@ -110,6 +110,34 @@ describe('place_order_idempotent', () => {
     expect(await ordersOf(cart.user_id)).toBe(1)
   })
 
+  it('answers a duplicate whose wait runs into its lock_timeout with WA102 (409), and orders nothing more', async () => {
+    const cart = await cartWithLine()
+    const key = newKey()
+    let release!: () => void
+    const gate = new Promise<void>((resolve) => (release = resolve))
+    let claimed = false
+    const first = sql.begin(async (tx) => {
+      await tx`select * from public.place_order_idempotent(null, ${cart.id}, null, ${key})`
+      claimed = true
+      await gate
+    })
+    while (!claimed) await Bun.sleep(5)
+    // The first holds the key until released, so the duplicate's short lock_timeout always runs out.
+    const error = await refusal(
+      api.begin(async (tx) => {
+        await tx`set local lock_timeout = '50ms'`
+        await tx`select * from public.place_order_idempotent(null, ${cart.id}, null, ${key})`
+      }),
+    )
+    release()
+    await first
+    expect(error.code).toBe('WA102')
+    expect(JSON.parse(error.detail!)).toEqual({ idempotency_key: key, action: 'place_order' })
+    expect(await ordersOf(cart.user_id)).toBe(1)
+    const [retry] = await api`select * from public.place_order_idempotent(null, ${cart.id}, null, ${key})`
+    expect(retry.replayed).toBe(true)
+  })
+
   it('lets the duplicate check out itself when the first transaction rolls back', async () => {
     const cart = await cartWithLine()
     const key = newKey()
@@ -136,7 +164,7 @@ describe('place_order_idempotent', () => {
 })
 
 describe('place_buyer_order_idempotent', () => {
-  it('orders once per key and items, and refuses the key for other items (WA008)', async () => {
+  it('orders once per key and items, and refuses the key for other items (WA101)', async () => {
     const cart = await cartWithLine()
     const other = await addItem(sql, cart.id, (await createProduct(sql)).id, 1)
     const key = newKey()
@@ -145,7 +173,7 @@ describe('place_buyer_order_idempotent', () => {
     expect(first).toMatchObject({ status: 201, replayed: false })
     expect(again).toEqual({ ...first, replayed: true })
     const error = await refusal(api`select * from public.place_buyer_order_idempotent(${cart.user_id}, ${[other]}::bigint[], null, ${key})`)
-    expect(error.code).toBe('WA008')
+    expect(error.code).toBe('WA101')
     expect(await ordersOf(cart.user_id)).toBe(1)
   })
 
@@ -164,7 +192,7 @@ describe('idempotency records', () => {
     const key = newKey()
     await api`select * from public.place_order_idempotent(null, ${cart.id}, null, ${key})`
     await sql`update public.idempotency_keys set created_at = now() - interval '23 hours' where key = ${key}`
-    expect((await refusal(api`select * from public.place_order_idempotent(null, ${cart.id}, 'changed', ${key})`)).code).toBe('WA008')
+    expect((await refusal(api`select * from public.place_order_idempotent(null, ${cart.id}, 'changed', ${key})`)).code).toBe('WA101')
 
     await sql`update public.idempotency_keys set created_at = now() - interval '25 hours' where key = ${key}`
     // Expired: the key is free again (the cart is empty now, so this checkout is refused, and records nothing).
@@ -174,7 +202,7 @@ describe('idempotency records', () => {
     expect(await keyRows(key)).toBe(0)
   })
 
-  it('refuse a second claim of an unfinished key in one transaction (WA009)', async () => {
+  it('refuse a second claim of an unfinished key in one transaction (WA102)', async () => {
     const buyer = newUserId()
     const error = await refusal(
       sql.begin(async (tx) => {
@@ -182,7 +210,7 @@ describe('idempotency records', () => {
         await tx`select * from public.idempotency_begin(${buyer}, 'k', 'place_order', '{}')`
       }),
     )
-    expect(error.code).toBe('WA009')
+    expect(error.code).toBe('WA102')
   })
 
   it('refuse keys longer than 255 characters (idempotency_keys_key_length)', async () => {
