@@ -3,6 +3,9 @@ import { swagger } from '@elysiajs/swagger'
 import type { Sql } from './db/client'
 import type { GateStats } from './db/gate'
 import { errorHandler } from './http/errors'
+import { jsonBodies } from './http/body'
+import { bearerScheme, identity } from './http/identity'
+import { rateLimit, type RateLimitOptions } from './http/rate-limit'
 import { healthRoutes } from './routes/health'
 import { productRoutes } from './routes/products'
 import { cartRoutes } from './routes/carts'
@@ -15,6 +18,12 @@ import { observability } from './observability/plugin'
 import pkg from '../package.json'
 
 export interface AppOptions {
+  /** HS256 secret of the bearer tokens; without it the open contract applies (development only). */
+  authJwtSecret?: string
+  /** Off unless given with a positive limit. */
+  rateLimit?: RateLimitOptions
+  /** Largest request body; larger is 413. */
+  maxBodyBytes?: number
   checkout?: CheckoutOptions
   logger?: Logger
   /** The pool's gate, so /metrics can show connections in use and requests waiting. */
@@ -22,6 +31,8 @@ export interface AppOptions {
   /** False while the process drains before exiting: /readyz answers 503. */
   accepting?: () => boolean
 }
+
+export const DEFAULT_MAX_BODY_BYTES = 65_536
 
 /** The whole HTTP API over one connection pool. Tests drive it with app.handle() or over real HTTP. */
 export function createApp(sql: Sql, options: AppOptions = {}) {
@@ -32,9 +43,14 @@ export function createApp(sql: Sql, options: AppOptions = {}) {
     refused: (code) => metrics.checkoutRefusals.inc({ code }),
     batched: (size) => metrics.checkoutBatchSize.observe(size),
   })
-  return new Elysia()
+  // normalize: false, so that a body field no route schema names (say stock
+  // on a cart line) is refused with 400 instead of being dropped in silence.
+  return new Elysia({ normalize: false })
     .use(observability(logger, metrics))
     .use(errorHandler(logger))
+    .use(identity({ secret: options.authJwtSecret }))
+    .use(rateLimit(sql, options.rateLimit ?? { limit: 0, windowSeconds: 60 }))
+    .use(jsonBodies(options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES))
     .use(
       swagger({
         path: '/swagger',
@@ -48,6 +64,7 @@ export function createApp(sql: Sql, options: AppOptions = {}) {
               'errors as { error, code?, details?, meta: { http_status } }. The checkout is one PostgreSQL ' +
               'function, place_order; see the README for its SQL contract and error codes.',
           },
+          components: { securitySchemes: { bearerAuth: bearerScheme } },
         },
       }),
     )

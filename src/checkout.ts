@@ -9,6 +9,14 @@ export interface CheckoutRequest {
   note: string | null
   /** POST /orders: the items must belong to one seller (else WA007). */
   one_seller: boolean
+  /** The authenticated user; the cart must be theirs (else WA001, as if it did not exist). */
+  user_id?: number | null
+}
+
+export interface Placed {
+  orders: unknown[]
+  /** The recorded answer to an earlier request with the same Idempotency-Key. */
+  replayed: boolean
 }
 
 type Outcome = { orders: unknown[] } | { error: { code: string; message: string; detail?: string; hint?: string } }
@@ -56,15 +64,40 @@ export class Checkout {
     this.batcher = new Batcher(sql, options.maxBatch ?? 500, options.batchesInFlight ?? 2, events)
   }
 
-  /** The orders placed (one per seller), or throws CheckoutRefused. */
-  async place(request: CheckoutRequest): Promise<unknown[]> {
-    const outcome = (await this.flashSale.active()) ? await this.batcher.submit(request) : await placeAlone(this.sql, request)
-    if ('error' in outcome) {
-      this.events.refused(outcome.error.code)
-      throw new CheckoutRefused({ severity: 'ERROR', ...outcome.error } as never)
+  /**
+   * The orders placed (one per seller), or throws (CheckoutRefused, or the
+   * PostgresError of an idempotent checkout). With an idempotency key the
+   * checkout goes alone through place_order_idempotent or
+   * place_buyer_order_idempotent, which record the key in the same
+   * transaction; without one it may join a batch.
+   */
+  async place(request: CheckoutRequest, idempotencyKey?: string): Promise<Placed> {
+    try {
+      const placed = idempotencyKey ? await this.placeIdempotent(request, idempotencyKey) : await this.placeOrBatch(request)
+      if (!placed.replayed) this.events.placed(placed.orders.length)
+      return placed
+    } catch (error) {
+      if (error instanceof postgres.PostgresError) this.events.refused(error.code)
+      throw error
     }
-    this.events.placed(outcome.orders.length)
-    return outcome.orders
+  }
+
+  private async placeOrBatch(request: CheckoutRequest): Promise<Placed> {
+    const outcome = (await this.flashSale.active()) ? await this.batcher.submit(request) : await placeAlone(this.sql, request)
+    if ('error' in outcome) throw new CheckoutRefused({ severity: 'ERROR', ...outcome.error } as never)
+    return { orders: outcome.orders, replayed: false }
+  }
+
+  private async placeIdempotent(request: CheckoutRequest, key: string): Promise<Placed> {
+    type Result = { status: number; data: unknown; replayed: boolean }
+    if (request.cart_id !== undefined) {
+      const [result] = await this.sql<Result[]>`
+        select * from public.place_order_idempotent(${request.user_id ?? null}, ${request.cart_id}, ${request.note}, ${key})`
+      return { orders: result.data as unknown[], replayed: result.replayed }
+    }
+    const [result] = await this.sql<Result[]>`
+      select * from public.place_buyer_order_idempotent(${request.buyer_id ?? null}, ${request.item_ids}::bigint[], ${request.note}, ${key})`
+    return { orders: [result.data], replayed: result.replayed }
   }
 
   get batching() {

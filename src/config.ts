@@ -41,11 +41,38 @@ export interface Config {
   orderPaymentTtlSeconds: number
   /** How often this process runs expire_orders() (seconds); 0 leaves it to cron or pg_cron. */
   expireOrdersEverySeconds: number
+  /**
+   * The service's own login (waitress_app), which may only act as the API
+   * role. Unset: with the embedded server the service creates that login
+   * itself; with DATABASE_URL it falls back to DATABASE_URL (not in production).
+   */
+  appDatabaseUrl: string | undefined
+  /** NODE_ENV=production: a JWT secret and APP_DATABASE_URL become mandatory. */
+  production: boolean
+  /** HS256 secret of the bearer tokens; unset: no authentication (the open contract, development only). */
+  authJwtSecret: string | undefined
+  /** Requests per client per window; 0 turns rate limiting off. */
+  rateLimit: number
+  rateLimitWindowSeconds: number
+  /** Largest request body accepted; larger is 413. */
+  maxBodyBytes: number
+  /** How often expired idempotency keys and rate-limit counters are purged; 0: never. */
+  purgeIntervalSeconds: number
 }
 
 export class ConfigError extends Error {}
 
+export const MIN_JWT_SECRET_LENGTH = 32
+
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  const production = env.NODE_ENV === 'production'
+  const authJwtSecret = env.AUTH_JWT_SECRET || undefined
+  if (authJwtSecret !== undefined && authJwtSecret.length < MIN_JWT_SECRET_LENGTH)
+    throw new ConfigError(`AUTH_JWT_SECRET must be at least ${MIN_JWT_SECRET_LENGTH} characters (e.g. openssl rand -hex 32)`)
+  if (production && authJwtSecret === undefined)
+    throw new ConfigError('NODE_ENV=production requires AUTH_JWT_SECRET: without it anyone may act as any buyer')
+  if (production && env.DATABASE_URL && !env.APP_DATABASE_URL)
+    throw new ConfigError('NODE_ENV=production with DATABASE_URL requires APP_DATABASE_URL, the waitress_app login (see README)')
   return {
     port: integer(env, 'PORT', 8080, 0, 65535),
     host: env.HOST || '0.0.0.0',
@@ -68,6 +95,13 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     logFormat: env.LOG_FORMAT ? oneOf(env, 'LOG_FORMAT', ['json', 'pretty'] as const, 'json') : undefined,
     orderPaymentTtlSeconds: durationMs(env, 'ORDER_PAYMENT_TTL', 30 * 60 * 1000) / 1000,
     expireOrdersEverySeconds: durationMs(env, 'EXPIRE_ORDERS_EVERY', 60 * 1000) / 1000,
+    appDatabaseUrl: env.APP_DATABASE_URL || undefined,
+    production,
+    authJwtSecret,
+    rateLimit: integer(env, 'RATE_LIMIT', production ? 600 : 0, 0, 1_000_000),
+    rateLimitWindowSeconds: integer(env, 'RATE_LIMIT_WINDOW', 60, 1, 86_400),
+    maxBodyBytes: integer(env, 'MAX_BODY_BYTES', 65_536, 1024, 16_777_216),
+    purgeIntervalSeconds: integer(env, 'PURGE_INTERVAL', 3600, 0, 86_400),
   }
 }
 

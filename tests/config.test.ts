@@ -34,6 +34,13 @@ describe('configuration', () => {
       logFormat: undefined,
       orderPaymentTtlSeconds: 1800,
       expireOrdersEverySeconds: 60,
+      appDatabaseUrl: undefined,
+      production: false,
+      authJwtSecret: undefined,
+      rateLimit: 0,
+      rateLimitWindowSeconds: 60,
+      maxBodyBytes: 65_536,
+      purgeIntervalSeconds: 3600,
     })
     expect(loadConfig({ DB_ROLE: '' }).dbRole).toBeUndefined()
   })

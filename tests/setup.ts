@@ -6,6 +6,8 @@ setDefaultTimeout(120_000)
 
 const database = await startTestDatabase()
 process.env.WAITRESS_TEST_DATABASE_URL = database.url
+process.env.WAITRESS_TEST_APP_DATABASE_URL = database.appUrl
+process.env.WAITRESS_TEST_APP_LOGIN = database.appLogin
 
 afterAll(async () => {
   await closeTestSql()

@@ -10,7 +10,8 @@
 -- ascending id.
 --
 -- p_requests: [{"cart_id": 1} | {"buyer_id": 42}, "item_ids": [..] | null,
---               "note": ".." | null, "one_seller": true | false}, ...]
+--               "note": ".." | null, "one_seller": true | false,
+--               "user_id": 42 | null (on whose behalf: another's cart is WA001)}, ...]
 -- returns, in the same order: {"orders": [Order, ...]}
 --                           | {"error": {"code", "message", "detail", "hint"}}
 create function public.place_orders(p_requests jsonb) returns jsonb
@@ -26,6 +27,7 @@ declare
   r_buyer_ids bigint[];
   r_notes text[];
   r_one_seller boolean[];
+  r_user_ids bigint[];
   r_names_items boolean[];
   r_item_count integer[];
   r_item_from integer[];
@@ -91,9 +93,10 @@ begin
          array_agg((r->>'buyer_id')::bigint order by ord),
          array_agg(r->>'note' order by ord),
          array_agg(coalesce((r->>'one_seller')::boolean, false) order by ord),
+         array_agg((r->>'user_id')::bigint order by ord),
          array_agg(jsonb_typeof(r->'item_ids') = 'array' order by ord),
          array_agg(case when jsonb_typeof(r->'item_ids') = 'array' then jsonb_array_length(r->'item_ids') else 0 end order by ord)
-    into r_cart_ids, r_buyer_ids, r_notes, r_one_seller, r_names_items, r_item_count
+    into r_cart_ids, r_buyer_ids, r_notes, r_one_seller, r_user_ids, r_names_items, r_item_count
     from jsonb_array_elements(p_requests) with ordinality as x(r, ord);
 
   select coalesce(array_agg((i.item #>> '{}')::bigint order by x.ord, i.pos), '{}')
@@ -159,6 +162,10 @@ begin
     -- The cart.
     if r_cart_ids[v_ord] is not null then
       v_at := array_position(v_cart_ids, r_cart_ids[v_ord]);
+      -- Someone else's cart is answered as if it did not exist.
+      if v_at is not null and r_user_ids[v_ord] is not null and v_cart_users[v_at] <> r_user_ids[v_ord] then
+        v_at := null;
+      end if;
       if v_at is null then
         v_results[v_ord] := jsonb_build_object('error', jsonb_build_object(
           'code', 'WA001',

@@ -1,11 +1,17 @@
 import type { Config } from '../config'
 import { startEmbeddedPostgres } from './embedded'
 import { migrate } from './migrate'
+import { APP_LOGIN, ensureAppLogin, randomPassword } from './app-login'
 
 export interface Database {
+  /** The owner's connection: migrations. */
   url: string
+  /** The service's connection for requests: the waitress_app login when there is one. */
+  appUrl: string
   /** Human-readable, with no password. */
   description: string
+  /** How the service connects for requests, for the start-up log. */
+  appLogin: string
   close(): Promise<void>
 }
 
@@ -16,19 +22,35 @@ export interface Database {
 export async function openDatabase(config: Config, log: (line: string) => void = () => {}): Promise<Database> {
   let database: Database
   if (config.databaseUrl) {
-    database = { url: config.databaseUrl, description: redact(config.databaseUrl), close: async () => {} }
+    const appUrl = config.appDatabaseUrl ?? config.databaseUrl
+    database = {
+      url: config.databaseUrl,
+      appUrl,
+      description: redact(config.databaseUrl),
+      appLogin: config.appDatabaseUrl
+        ? `APP_DATABASE_URL (${redact(appUrl)})`
+        : 'DATABASE_URL with SET ROLE only: RESET ROLE would regain its rights; set APP_DATABASE_URL (see README)',
+      close: async () => {},
+    }
   } else {
     const server = await startEmbeddedPostgres({ dataDir: config.embeddedDataDir, port: config.embeddedPort, log })
     const url = server.url('waitress')
-    database = { url, description: `embedded PostgreSQL (${redact(url)}, data in ${config.embeddedDataDir})`, close: () => server.stop() }
-  }
-  if (config.migrateOnStart) {
-    try {
-      await migrate(database.url)
-    } catch (error) {
-      await database.close()
-      throw error
+    database = {
+      url,
+      appUrl: config.appDatabaseUrl ?? url,
+      description: `embedded PostgreSQL (${redact(url)}, data in ${config.embeddedDataDir})`,
+      appLogin: config.appDatabaseUrl ? `APP_DATABASE_URL (${redact(config.appDatabaseUrl)})` : `${APP_LOGIN}, a fresh password at every start`,
+      close: () => server.stop(),
     }
+  }
+  try {
+    if (config.migrateOnStart) await migrate(database.url)
+    // The embedded server is this process's own: it makes its login itself,
+    // with a password that exists only in this process's memory.
+    if (!config.databaseUrl && !config.appDatabaseUrl) database.appUrl = await ensureAppLogin(database.url, randomPassword())
+  } catch (error) {
+    await database.close()
+    throw error
   }
   return database
 }

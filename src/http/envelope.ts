@@ -46,14 +46,22 @@ export const IdParam = (name: string) =>
 
 export const IdParams = t.Object({ id: IdParam('id') })
 
+/** A count in a query string (limit, offset): decimal digits only, like IdParam, from `minimum` (0 or 1). */
+export const CountParam = (minimum: 0 | 1, error: string, description?: string) =>
+  t
+    .Transform(t.String({ pattern: minimum === 0 ? '^(?:0|[1-9][0-9]{0,14})$' : '^[1-9][0-9]{0,14}$', error, description }))
+    .Decode((value) => Number(value))
+    .Encode((value) => String(value))
+
 export const Timestamp = t.String({ format: 'date-time' })
 
 /** Paging of a list: limit defaults to 10 and is capped at PAGE_MAX. */
 export const PAGE_MAX = 100
 
+// Decimal digits only: t.Integer would also take "1e3", "0x10" or " " (as 0).
 export const Page = t.Object({
-  limit: t.Optional(t.Integer({ minimum: 1, maximum: MAX_ID, error: 'limit must be a positive integer' })),
-  offset: t.Optional(t.Integer({ minimum: 0, maximum: MAX_ID, error: 'offset must be an integer, 0 or more' })),
+  limit: t.Optional(CountParam(1, 'limit must be a positive integer', `Default 10, at most ${PAGE_MAX}.`)),
+  offset: t.Optional(CountParam(0, 'offset must be an integer, 0 or more', 'Default 0.')),
 })
 
 export const pageLimit = (query: { limit?: number }) => Math.min(query.limit ?? 10, PAGE_MAX)
@@ -65,3 +73,9 @@ export const pageLimit = (query: { limit?: number }) => Math.min(query.limit ?? 
  */
 export const OneOf = <const T extends readonly [string, ...string[]]>(values: T, options: { error?: string; description?: string } = {}) =>
   t.Union(values.map((value) => t.Literal(value)) as [TLiteral<T[number]>], options)
+/**
+ * Text a client sends: no NUL (PostgreSQL text cannot hold it) and no lone
+ * UTF-16 surrogate (it has no UTF-8 form, so it could not be stored as sent).
+ */
+export const Text = (options: { minLength?: number; maxLength: number; error: string; description?: string }) =>
+  t.String({ ...options, pattern: '^(?:[^\\u0000\\uD800-\\uDFFF]|[\\uD800-\\uDBFF][\\uDC00-\\uDFFF])*$' })

@@ -9,6 +9,8 @@ export class ApiError extends Error {
   constructor(
     readonly status: number,
     message: string,
+    /** Sent with the error, e.g. WWW-Authenticate on a 401, Retry-After on a 429. */
+    readonly headers: Record<string, string> = {},
   ) {
     super(message)
   }
@@ -39,6 +41,11 @@ const STATUS_BY_SQLSTATE: Record<string, number> = {
   WA008: 404, // order not found
   WA009: 409, // order is not in a state the action applies to
   WA010: 422, // stock correction below zero
+  WA011: 403, // the other party's action on an order
+  WA101: 422, // idempotency key already used for a different request
+  WA102: 409, // a request with this idempotency key is still in progress
+  '22021': 400, // invalid byte sequence (a NUL character in text)
+  '22P05': 400, // untranslatable character
   '22001': 422, // string too long
   '22003': 422, // number out of range
   '22023': 422, // invalid parameter value
@@ -112,7 +119,10 @@ export const errorHandler = (logger: Logger) =>
   })
 
 function toResponse(code: unknown, error: unknown, request: Request): Response | undefined {
-  if (error instanceof ApiError) return respond(errorBody(error.status, error.message))
+  if (error instanceof ApiError) return respond(errorBody(error.status, error.message), error.headers)
+  // Our body parser's refusals (413, 415, 400) reach here wrapped in Elysia's ParseError.
+  const cause = (error as { cause?: unknown }).cause
+  if (code === 'PARSE' && cause instanceof ApiError) return respond(errorBody(cause.status, cause.message), cause.headers)
   if (error instanceof DatabaseBusyError) return unavailable()
   if (error instanceof postgres.PostgresError) {
     const response = fromPostgres(error)
@@ -123,6 +133,8 @@ function toResponse(code: unknown, error: unknown, request: Request): Response |
 
   switch (code) {
     case 'VALIDATION':
+      // A response that breaks its own schema is our bug, not the client's: a 500.
+      if ((error as { type?: string }).type === 'response') return undefined
       return respond(errorBody(400, validationMessage(error as Parameters<typeof validationMessage>[0])))
     case 'PARSE':
       return respond(errorBody(400, 'the request body is not valid JSON'))

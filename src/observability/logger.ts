@@ -11,8 +11,18 @@ export type { Logger }
 export function createLogger(options: { level?: string; format?: 'json' | 'pretty' } = {}): Logger {
   const level = options.level ?? 'info'
   const format = options.format ?? (process.stdout.isTTY && process.env.NODE_ENV !== 'production' ? 'pretty' : 'json')
-  const base = { level, base: { service: 'waitress' }, timestamp: pino.stdTimeFunctions.isoTime }
-  return format === 'pretty' ? pino(base, pretty({ colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'service' })) : pino(base)
+  const base = {
+    level,
+    base: { service: 'waitress' },
+    timestamp: pino.stdTimeFunctions.isoTime,
+    formatters: { level: (label: string) => ({ level: label }) },
+  }
+  // A closed stdout (the reader went away) must not crash the process mid-shutdown.
+  const stdout = pino.destination({ dest: 1, sync: true })
+  stdout.on('error', () => {})
+  return format === 'pretty'
+    ? pino(base, pretty({ colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'service', destination: stdout }))
+    : pino(base, stdout)
 }
 
 /** A logger that drops everything (tests). */

@@ -1,7 +1,8 @@
 import { Elysia, t } from 'elysia'
 import type { Sql } from '../db/client'
 import { ApiError } from '../http/errors'
-import { envelope, errors, Id, IdParams, Int, MAX_ID, MAX_INT4, ok, OneOf, Page, PAGE_MAX, pageLimit, Timestamp } from '../http/envelope'
+import { actingAs, actorOf, bearerAuth, userScope } from '../http/identity'
+import { envelope, errors, Id, IdParams, Int, MAX_ID, MAX_INT4, ok, OneOf, Page, PAGE_MAX, pageLimit, Text, Timestamp } from '../http/envelope'
 
 export const Product = t.Object(
   {
@@ -20,8 +21,8 @@ export const Product = t.Object(
 )
 
 const NewProduct = t.Object({
-  name: t.String({ minLength: 1, maxLength: 200, error: 'name must be a string of 1 to 200 characters' }),
-  seller_id: Id('seller_id'),
+  name: Text({ minLength: 1, maxLength: 200, error: 'name must be a string of 1 to 200 characters' }),
+  seller_id: t.Optional(Id('seller_id')),
   price: Int({
     minimum: 0,
     maximum: MAX_ID,
@@ -30,7 +31,7 @@ const NewProduct = t.Object({
   active: t.Optional(t.Boolean({ error: 'active must be true or false' })),
   stock: Int({ minimum: 0, maximum: MAX_INT4, error: `stock must be a whole number from 0 to ${MAX_INT4}` }),
   weight: Int({ minimum: 1, maximum: MAX_INT4, error: `weight must be a whole number of grams from 1 to ${MAX_INT4}` }),
-})
+}, { additionalProperties: false })
 
 export const StockMovement = t.Object(
   {
@@ -47,31 +48,36 @@ export const StockMovement = t.Object(
 
 const Restock = t.Object({
   quantity: Int({ minimum: 1, maximum: MAX_INT4, error: `quantity must be a whole number from 1 to ${MAX_INT4}` }),
-  note: t.Optional(t.String({ maxLength: 500, error: 'note must be a string of at most 500 characters' })),
-})
+  note: t.Optional(Text({ maxLength: 500, error: 'note must be a string of at most 500 characters' })),
+}, { additionalProperties: false })
 
 const Adjustment = t.Object({
   quantity: t.Union([Int({ minimum: -MAX_INT4, maximum: -1 }), Int({ minimum: 1, maximum: MAX_INT4 })], {
     error: 'quantity must be a non-zero whole number: the signed change of stock',
   }),
-  reason: t.String({ minLength: 1, maxLength: 500, error: 'reason must be a string of 1 to 500 characters' }),
-})
+  reason: Text({ minLength: 1, maxLength: 500, error: 'reason must be a string of 1 to 500 characters' }),
+}, { additionalProperties: false })
 
 export const productRoutes = (sql: Sql) =>
   new Elysia({ prefix: '/products', detail: { tags: ['products'] } })
     .post(
       '',
-      async ({ body }) => {
+      async ({ body, request }) => {
+        const sellerId = actingAs(actorOf(request), body.seller_id, 'seller_id')
         const [row] = await sql`
           select public.product_json(p) as product
-            from public.create_product(${body.name}, ${body.seller_id}, ${body.price},
+            from public.create_product(${body.name}, ${sellerId}, ${body.price},
                                        ${body.stock}, ${body.weight}, ${body.active ?? true}) p`
         return ok(201, row.product)
       },
       {
         body: NewProduct,
-        response: { 201: envelope(Product), ...errors(400, 422) },
-        detail: { summary: 'Create a product' },
+        response: { 201: envelope(Product), ...errors(400, 401, 403, 413, 415, 422, 429) },
+        detail: {
+          summary: 'Create a product',
+          description: "With authentication the seller is the token's user: seller_id may be left out, and another is 403.",
+          security: bearerAuth,
+        },
       },
     )
     .get(
@@ -86,7 +92,7 @@ export const productRoutes = (sql: Sql) =>
       },
       {
         query: Page,
-        response: { 200: envelope(t.Array(Product)), ...errors(400) },
+        response: { 200: envelope(t.Array(Product)), ...errors(400, 429) },
         detail: { summary: `List products by id (limit defaults to 10, at most ${PAGE_MAX})` },
       },
     )
@@ -99,38 +105,39 @@ export const productRoutes = (sql: Sql) =>
       },
       {
         params: IdParams,
-        response: { 200: envelope(Product), ...errors(400, 404) },
+        response: { 200: envelope(Product), ...errors(400, 404, 429) },
         detail: { summary: 'Get a product' },
       },
     )
     .post(
       '/:id/restock',
-      async ({ params, body }) => {
+      async ({ params, body, request }) => {
         const [row] = await sql`
           select public.product_json(p) as product
-            from public.restock_product(${params.id}, ${body.quantity}, ${body.note ?? null}) p`
+            from public.restock_product_as(${userScope(actorOf(request))}, ${params.id}, ${body.quantity}, ${body.note ?? null}) p`
         return ok(200, row.product)
       },
       {
         params: IdParams,
         body: Restock,
-        response: { 200: envelope(Product), ...errors(400, 404, 422) },
-        detail: { summary: 'Add units to the stock (a restock movement in the ledger)' },
+        response: { 200: envelope(Product), ...errors(400, 401, 404, 413, 415, 422, 429) },
+        detail: { security: bearerAuth, summary: 'Add units to the stock (a restock movement in the ledger)' },
       },
     )
     .post(
       '/:id/adjust',
-      async ({ params, body }) => {
+      async ({ params, body, request }) => {
         const [row] = await sql`
           select public.product_json(p) as product
-            from public.adjust_stock(${params.id}, ${body.quantity}, ${body.reason}) p`
+            from public.adjust_stock_as(${userScope(actorOf(request))}, ${params.id}, ${body.quantity}, ${body.reason}) p`
         return ok(200, row.product)
       },
       {
         params: IdParams,
         body: Adjustment,
-        response: { 200: envelope(Product), ...errors(400, 404, 422) },
+        response: { 200: envelope(Product), ...errors(400, 401, 404, 413, 415, 422, 429) },
         detail: {
+          security: bearerAuth,
           summary: 'Correct the stock by a signed quantity, with a reason (a correction movement)',
           description: '422 WA010 when the correction would take the stock below zero.',
         },
@@ -158,16 +165,18 @@ export const productRoutes = (sql: Sql) =>
     )
     .put(
       '/:id/flash-sale',
-      async ({ params, body }) => {
+      async ({ params, body, request }) => {
         const [row] = await sql`
-          select public.product_json(p) as product from public.set_flash_sale(${params.id}, ${body.enabled}) p`
+          select public.product_json(p) as product
+            from public.set_flash_sale_as(${userScope(actorOf(request))}, ${params.id}, ${body.enabled}) p`
         return ok(200, row.product)
       },
       {
         params: IdParams,
-        body: t.Object({ enabled: t.Boolean({ error: 'enabled must be true or false' }) }),
-        response: { 200: envelope(Product), ...errors(400, 404) },
+        body: t.Object({ enabled: t.Boolean({ error: 'enabled must be true or false' }) }, { additionalProperties: false }),
+        response: { 200: envelope(Product), ...errors(400, 401, 404, 413, 415, 429) },
         detail: {
+          security: bearerAuth,
           summary: 'Switch flash-sale mode on or off, at run time',
           description:
             'While any product is in flash-sale mode, every service process coalesces concurrent checkouts into ' +

@@ -4,9 +4,13 @@ import { join } from 'node:path'
 import postgres from 'postgres'
 import { startEmbeddedPostgres } from '../../src/db/embedded'
 import { migrate } from '../../src/db/migrate'
+import { APP_LOGIN, dropLogin, ensureAppLogin, randomPassword } from '../../src/db/app-login'
 
 export interface TestDatabase {
   url: string
+  /** The same database as the service's own login: APP_LOGIN on the embedded server. */
+  appUrl: string
+  appLogin: string
   stop(): Promise<void>
 }
 
@@ -22,12 +26,18 @@ export async function startTestDatabase(): Promise<TestDatabase> {
     const url = new URL(external)
     url.pathname = `/${name}`
     await migrate(url.toString())
+    // Roles belong to the whole server, which other runs may share: this run's login is its own.
+    const appLogin = `${APP_LOGIN}_test_${process.pid}`
+    const appUrl = await ensureAppLogin(url.toString(), randomPassword(), appLogin)
     return {
       url: url.toString(),
+      appUrl,
+      appLogin,
       stop: async () => {
         const admin = postgres(external, { max: 1, onnotice: () => {} })
         await admin.unsafe(`drop database if exists "${name}" with (force)`)
         await admin.end()
+        await dropLogin(external, appLogin)
       },
     }
   }
@@ -37,6 +47,8 @@ export async function startTestDatabase(): Promise<TestDatabase> {
   await migrate(url)
   return {
     url,
+    appUrl: await ensureAppLogin(url, randomPassword()),
+    appLogin: APP_LOGIN,
     stop: async () => {
       await server.stop()
       rmSync(dir, { recursive: true, force: true })

@@ -15,9 +15,18 @@ export function testSql(): Sql {
   return shared
 }
 
-/** A pool that acts as the service does: as the waitress_api role. */
+/** The service's own login (waitress_app on the embedded server), as tests/setup.ts made it. */
+export function appDatabaseUrl(): string {
+  const url = process.env.WAITRESS_TEST_APP_DATABASE_URL
+  if (!url) throw new Error('tests/setup.ts did not run: start tests with `bun test` (bunfig.toml preloads it)')
+  return url
+}
+
+export const appLogin = () => process.env.WAITRESS_TEST_APP_LOGIN!
+
+/** A pool that connects as the service does: its own login, acting as the waitress_api role. */
 export function apiSql(): Sql {
-  api ??= createSql(testDatabaseUrl(), { max: 10, role: 'waitress_api' })
+  api ??= createSql(appDatabaseUrl(), { max: 10, role: 'waitress_api' })
   return api
 }
 

@@ -9,24 +9,36 @@ export interface Reply<T = any> {
   headers: Headers
 }
 
-/** Calls the app in-process, as a client would over HTTP. A body object is sent as JSON. */
-export async function req<T = any>(path: string, init: { method?: string; body?: unknown; raw?: string; headers?: Record<string, string> } = {}): Promise<Reply<T>> {
-  const headers: Record<string, string> = { ...init.headers }
-  let body: string | undefined = init.raw
-  if (init.body !== undefined) {
-    body = JSON.stringify(init.body)
-    headers['content-type'] ??= 'application/json'
-  }
-  const response = await app.handle(
-    new Request(`http://localhost${path}`, { method: init.method ?? (body === undefined ? 'GET' : 'POST'), headers, body }),
-  )
-  const text = await response.text()
-  let parsed: unknown = text
-  try {
-    parsed = JSON.parse(text)
-  } catch {}
-  return { status: response.status, body: parsed as T, headers: response.headers }
+export interface RequestInit_ {
+  method?: string
+  body?: unknown
+  raw?: string | Uint8Array
+  headers?: Record<string, string>
 }
+
+/** A `req` for another app, e.g. one with authentication on. */
+export function requester(target: { handle(request: Request): Promise<Response> | Response }) {
+  return async function <T = any>(path: string, init: RequestInit_ = {}): Promise<Reply<T>> {
+    const headers: Record<string, string> = { ...init.headers }
+    let body: string | Uint8Array | undefined = init.raw
+    if (init.body !== undefined) {
+      body = JSON.stringify(init.body)
+      headers['content-type'] ??= 'application/json'
+    }
+    const response = await target.handle(
+      new Request(`http://localhost${path}`, { method: init.method ?? (body === undefined ? 'GET' : 'POST'), headers, body }),
+    )
+    const text = await response.text()
+    let parsed: unknown = text
+    try {
+      parsed = JSON.parse(text)
+    } catch {}
+    return { status: response.status, body: parsed as T, headers: response.headers }
+  }
+}
+
+/** Calls the app in-process, as a client would over HTTP. A body object is sent as JSON. */
+export const req = requester(app)
 
 /** The error envelope: exactly { error, meta } plus, for database refusals, code and details. */
 export function expectErrorEnvelope(reply: Reply, status: number) {

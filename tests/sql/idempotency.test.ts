@@ -1,0 +1,222 @@
+import { describe, expect, it } from 'bun:test'
+import { apiSql, testSql } from '../support/db'
+import { addItem, cartFor, createProduct, newUserId, refusal, stockOf } from '../support/fixtures'
+
+const sql = testSql()
+const api = apiSql()
+
+const newKey = () => `key-${crypto.randomUUID()}`
+
+async function cartWithLine(stock = 5, quantity = 1) {
+  const product = await createProduct(sql, { stock })
+  const cart = await cartFor(sql)
+  const line = await addItem(sql, cart.id, product.id, quantity)
+  return { ...cart, line, product }
+}
+
+async function ordersOf(buyerId: number): Promise<number> {
+  const [{ count }] = await sql`select count(*)::int from public.orders where buyer_id = ${buyerId}`
+  return count
+}
+
+async function keyRows(key: string): Promise<number> {
+  const [{ count }] = await sql`select count(*)::int from public.idempotency_keys where key = ${key}`
+  return count
+}
+
+/** Resolves once a backend other than ours waits for a lock while running `fragment`. */
+async function someoneWaitsOnLock(fragment: string) {
+  for (;;) {
+    const [{ waiting }] = await sql`
+      select count(*)::int as waiting from pg_catalog.pg_stat_activity
+       where wait_event_type = 'Lock' and query like ${'%' + fragment + '%'} and pid <> pg_backend_pid()`
+    if (waiting > 0) return
+    await Bun.sleep(10)
+  }
+}
+
+describe('place_order_idempotent', () => {
+  it('checks out once; the same key and parameters return the recorded response and order nothing more', async () => {
+    const cart = await cartWithLine()
+    const key = newKey()
+    const [first] = await api`select * from public.place_order_idempotent(null, ${cart.id}, 'gift', ${key})`
+    const [again] = await api`select * from public.place_order_idempotent(null, ${cart.id}, 'gift', ${key})`
+
+    expect(first).toMatchObject({ status: 201, replayed: false })
+    expect(first.data).toHaveLength(1)
+    expect(again).toEqual({ ...first, replayed: true })
+    expect(await ordersOf(cart.user_id)).toBe(1)
+    expect(await stockOf(sql, cart.product.id)).toBe(4)
+    const [record] = await sql`select buyer_id, action, response_status from public.idempotency_keys where key = ${key}`
+    expect(record).toEqual({ buyer_id: cart.user_id, action: 'place_order', response_status: 201 })
+  })
+
+  it('refuses the same key with other parameters (WA101) and changes nothing', async () => {
+    const cart = await cartWithLine()
+    const key = newKey()
+    await api`select * from public.place_order_idempotent(null, ${cart.id}, 'gift', ${key})`
+    const error = await refusal(api`select * from public.place_order_idempotent(null, ${cart.id}, 'no gift', ${key})`)
+    expect(error.code).toBe('WA101')
+    expect(JSON.parse(error.detail!)).toEqual({ idempotency_key: key, action: 'place_order' })
+    const other = await refusal(api`select * from public.place_buyer_order_idempotent(${cart.user_id}, ${[cart.line]}::bigint[], 'gift', ${key})`)
+    expect(other.code).toBe('WA101')
+    expect(await ordersOf(cart.user_id)).toBe(1)
+  })
+
+  it('records nothing when the checkout is refused, so the same key works once the cause is fixed', async () => {
+    const cart = await cartWithLine(5, 3)
+    await sql`update public.products set stock = 1 where id = ${cart.product.id}`
+    const key = newKey()
+    expect((await refusal(api`select * from public.place_order_idempotent(null, ${cart.id}, null, ${key})`)).code).toBe('WA004')
+    expect(await keyRows(key)).toBe(0)
+    await sql`update public.products set stock = 3 where id = ${cart.product.id}`
+    const [retry] = await api`select * from public.place_order_idempotent(null, ${cart.id}, null, ${key})`
+    expect(retry).toMatchObject({ status: 201, replayed: false })
+  })
+
+  it("scopes keys per buyer, and keeps another user's cart out of reach (WA001)", async () => {
+    const a = await cartWithLine()
+    const b = await cartWithLine()
+    const [forA] = await api`select * from public.place_order_idempotent(${a.user_id}, ${a.id}, null, 'same')`
+    const [forB] = await api`select * from public.place_order_idempotent(${b.user_id}, ${b.id}, null, 'same')`
+    expect([forA.replayed, forB.replayed]).toEqual([false, false])
+    expect(forA.data[0].buyer_id).toBe(a.user_id)
+    expect(forB.data[0].buyer_id).toBe(b.user_id)
+
+    const c = await cartWithLine()
+    expect((await refusal(api`select * from public.place_order_idempotent(${a.user_id}, ${c.id}, null, ${newKey()})`)).code).toBe('WA001')
+    expect(await ordersOf(c.user_id)).toBe(0)
+  })
+
+  it('makes a duplicate wait for the first transaction and then return its response', async () => {
+    const cart = await cartWithLine()
+    const key = newKey()
+    let release!: () => void
+    const gate = new Promise<void>((resolve) => (release = resolve))
+    let firstData: unknown
+    const first = sql.begin(async (tx) => {
+      const [row] = await tx`select * from public.place_order_idempotent(null, ${cart.id}, null, ${key})`
+      firstData = row.data
+      await gate
+    })
+    // The duplicate starts while the first has checked out but not committed.
+    while (firstData === undefined) await Bun.sleep(5)
+    const duplicate = api`select * from public.place_order_idempotent(null, ${cart.id}, null, ${key}) /* duplicate */`.execute()
+    await someoneWaitsOnLock('duplicate')
+    release()
+    await first
+    const [replay] = await duplicate
+    expect(replay).toEqual({ status: 201, data: firstData, replayed: true })
+    expect(await ordersOf(cart.user_id)).toBe(1)
+  })
+
+  it('answers a duplicate whose wait runs into its lock_timeout with WA102 (409), and orders nothing more', async () => {
+    const cart = await cartWithLine()
+    const key = newKey()
+    let release!: () => void
+    const gate = new Promise<void>((resolve) => (release = resolve))
+    let claimed = false
+    const first = sql.begin(async (tx) => {
+      await tx`select * from public.place_order_idempotent(null, ${cart.id}, null, ${key})`
+      claimed = true
+      await gate
+    })
+    while (!claimed) await Bun.sleep(5)
+    // The first holds the key until released, so the duplicate's short lock_timeout always runs out.
+    const error = await refusal(
+      api.begin(async (tx) => {
+        await tx`set local lock_timeout = '50ms'`
+        await tx`select * from public.place_order_idempotent(null, ${cart.id}, null, ${key})`
+      }),
+    )
+    release()
+    await first
+    expect(error.code).toBe('WA102')
+    expect(JSON.parse(error.detail!)).toEqual({ idempotency_key: key, action: 'place_order' })
+    expect(await ordersOf(cart.user_id)).toBe(1)
+    const [retry] = await api`select * from public.place_order_idempotent(null, ${cart.id}, null, ${key})`
+    expect(retry.replayed).toBe(true)
+  })
+
+  it('lets the duplicate check out itself when the first transaction rolls back', async () => {
+    const cart = await cartWithLine()
+    const key = newKey()
+    let release!: () => void
+    const gate = new Promise<void>((resolve) => (release = resolve))
+    let claimed = false
+    const first = sql
+      .begin(async (tx) => {
+        await tx`select * from public.place_order_idempotent(null, ${cart.id}, null, ${key})`
+        claimed = true
+        await gate
+        throw new Error('the first request fails after checking out')
+      })
+      .catch(() => 'rolled back')
+    while (!claimed) await Bun.sleep(5)
+    const duplicate = api`select * from public.place_order_idempotent(null, ${cart.id}, null, ${key}) /* after rollback */`.execute()
+    await someoneWaitsOnLock('after rollback')
+    release()
+    expect(await first).toBe('rolled back')
+    const [own] = await duplicate
+    expect(own).toMatchObject({ status: 201, replayed: false })
+    expect(await ordersOf(cart.user_id)).toBe(1)
+  })
+})
+
+describe('place_buyer_order_idempotent', () => {
+  it('orders once per key and items, and refuses the key for other items (WA101)', async () => {
+    const cart = await cartWithLine()
+    const other = await addItem(sql, cart.id, (await createProduct(sql)).id, 1)
+    const key = newKey()
+    const [first] = await api`select * from public.place_buyer_order_idempotent(${cart.user_id}, ${[cart.line]}::bigint[], null, ${key})`
+    const [again] = await api`select * from public.place_buyer_order_idempotent(${cart.user_id}, ${[cart.line]}::bigint[], null, ${key})`
+    expect(first).toMatchObject({ status: 201, replayed: false })
+    expect(again).toEqual({ ...first, replayed: true })
+    const error = await refusal(api`select * from public.place_buyer_order_idempotent(${cart.user_id}, ${[other]}::bigint[], null, ${key})`)
+    expect(error.code).toBe('WA101')
+    expect(await ordersOf(cart.user_id)).toBe(1)
+  })
+
+  it('works without a key exactly like place_buyer_order', async () => {
+    const cart = await cartWithLine()
+    const [result] = await api`select * from public.place_buyer_order_idempotent(${cart.user_id}, ${[cart.line]}::bigint[])`
+    expect(result).toMatchObject({ status: 201, replayed: false, data: { buyer_id: cart.user_id } })
+    const [{ count }] = await sql`select count(*)::int from public.idempotency_keys where buyer_id = ${cart.user_id}`
+    expect(count).toBe(0)
+  })
+})
+
+describe('idempotency records', () => {
+  it('are kept 24 hours: an older record is purged, and its key starts afresh even before the purge', async () => {
+    const cart = await cartWithLine(5, 1)
+    const key = newKey()
+    await api`select * from public.place_order_idempotent(null, ${cart.id}, null, ${key})`
+    await sql`update public.idempotency_keys set created_at = now() - interval '23 hours' where key = ${key}`
+    expect((await refusal(api`select * from public.place_order_idempotent(null, ${cart.id}, 'changed', ${key})`)).code).toBe('WA101')
+
+    await sql`update public.idempotency_keys set created_at = now() - interval '25 hours' where key = ${key}`
+    // Expired: the key is free again (the cart is empty now, so this checkout is refused, and records nothing).
+    expect((await refusal(api`select * from public.place_order_idempotent(null, ${cart.id}, 'changed', ${key})`)).code).toBe('WA006')
+    const [{ purged }] = await api`select public.purge_idempotency_keys() as purged`
+    expect(purged).toBeGreaterThanOrEqual(1)
+    expect(await keyRows(key)).toBe(0)
+  })
+
+  it('refuse a second claim of an unfinished key in one transaction (WA102)', async () => {
+    const buyer = newUserId()
+    const error = await refusal(
+      sql.begin(async (tx) => {
+        await tx`select * from public.idempotency_begin(${buyer}, 'k', 'place_order', '{}')`
+        await tx`select * from public.idempotency_begin(${buyer}, 'k', 'place_order', '{}')`
+      }),
+    )
+    expect(error.code).toBe('WA102')
+  })
+
+  it('refuse keys longer than 255 characters (idempotency_keys_key_length)', async () => {
+    const cart = await cartWithLine()
+    const error = await refusal(api`select * from public.place_order_idempotent(null, ${cart.id}, null, ${'k'.repeat(256)})`)
+    expect(error.code).toBe('23514')
+    expect(await ordersOf(cart.user_id)).toBe(0)
+  })
+})
