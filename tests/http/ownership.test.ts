@@ -1,0 +1,90 @@
+import { describe, expect, it } from 'bun:test'
+import { createApp } from '../../src/app'
+import { apiSql, testSql } from '../support/db'
+import { addItem, cartFor, createProduct, newUserId, placedOrder, stockOf } from '../support/fixtures'
+import { bearer, TEST_SECRET } from '../support/auth'
+
+const sql = testSql()
+const secured = createApp(apiSql(), { authJwtSecret: TEST_SECRET, checkout: { flashSaleCheckEveryMs: 0 } })
+
+async function call(userId: number, path: string, init: { method?: string; body?: unknown } = {}) {
+  const headers: Record<string, string> = { ...(await bearer(userId)) }
+  if (init.body !== undefined) headers['content-type'] = 'application/json'
+  const response = await secured.handle(
+    new Request(`http://localhost${path}`, {
+      method: init.method ?? (init.body === undefined ? 'GET' : 'POST'),
+      headers,
+      body: init.body === undefined ? undefined : JSON.stringify(init.body),
+    }),
+  )
+  return { status: response.status, body: (await response.json()) as any }
+}
+
+describe('with authentication, an order is acted on by its own parties', () => {
+  it('lets the buyer pay and cancel, the seller accept and deliver, and answers the other party 403 WA011', async () => {
+    const sellerId = newUserId()
+    const product = await createProduct(sql, { seller_id: sellerId, stock: 5 })
+    const orderId = await placedOrder(sql, product.id)
+    const [{ buyer_id: buyerId }] = await sql`select buyer_id from public.orders where id = ${orderId}`
+
+    const sellerPays = await call(sellerId, `/orders/${orderId}/pay`, { method: 'POST' })
+    expect(sellerPays.status).toBe(403)
+    expect(sellerPays.body.code).toBe('WA011')
+    expect((await call(buyerId, `/orders/${orderId}/pay`, { method: 'POST' })).body.data.state).toBe('paid')
+    const buyerAccepts = await call(buyerId, `/orders/${orderId}/accept`, { method: 'POST' })
+    expect(buyerAccepts.status).toBe(403)
+    expect((await call(sellerId, `/orders/${orderId}/accept`, { method: 'POST' })).body.data.state).toBe('accepted')
+    expect((await call(buyerId, `/orders/${orderId}/cancel`, { method: 'POST' })).body.data.state).toBe('cancelled')
+    expect(await stockOf(sql, product.id)).toBe(5)
+  })
+
+  it("answers anyone else's action on an order 404, and changes nothing", async () => {
+    const orderId = await placedOrder(sql, (await createProduct(sql)).id)
+    const stranger = await call(newUserId(), `/orders/${orderId}/cancel`, { method: 'POST' })
+    expect(stranger.status).toBe(404)
+    expect(stranger.body.code).toBe('WA008')
+    const [{ state }] = await sql`select state::text from public.orders where id = ${orderId}`
+    expect(state).toBe('pending')
+  })
+
+  it("lists only the orders the user bought or sold", async () => {
+    const sellerId = newUserId()
+    const mine = await placedOrder(sql, (await createProduct(sql, { seller_id: sellerId })).id)
+    await placedOrder(sql, (await createProduct(sql)).id)
+    const listed = await call(sellerId, '/orders?limit=100')
+    expect(listed.body.data.map((o: { id: number }) => o.id)).toEqual([mine])
+  })
+})
+
+describe("with authentication, a product's stock is its seller's", () => {
+  it('lets the seller restock, correct and switch flash-sale mode, and answers anyone else 404', async () => {
+    const sellerId = newUserId()
+    const product = await createProduct(sql, { seller_id: sellerId, stock: 2 })
+    for (const [path, body] of [
+      [`/products/${product.id}/restock`, { quantity: 3 }],
+      [`/products/${product.id}/adjust`, { quantity: -1, reason: 'count' }],
+    ] as const) {
+      expect((await call(newUserId(), path, { body })).status).toBe(404)
+      expect((await call(sellerId, path, { body })).status).toBe(200)
+    }
+    expect((await call(newUserId(), `/products/${product.id}/flash-sale`, { method: 'PUT', body: { enabled: true } })).status).toBe(404)
+    expect((await call(sellerId, `/products/${product.id}/flash-sale`, { method: 'PUT', body: { enabled: false } })).status).toBe(200)
+    expect(await stockOf(sql, product.id)).toBe(4)
+  })
+})
+
+describe('place_orders on behalf of a user', () => {
+  it("answers another user's cart as not found, even inside a batch", async () => {
+    const product = await createProduct(sql, { stock: 5 })
+    const cart = await cartFor(sql)
+    await addItem(sql, cart.id, product.id, 1)
+    const [{ outcomes }] = await sql`
+      select public.place_orders(${sql.json([
+        { cart_id: cart.id, user_id: cart.user_id + 1 },
+        { cart_id: cart.id, user_id: cart.user_id },
+      ] as never)}) as outcomes`
+    expect(outcomes[0].error.code).toBe('WA001')
+    expect(outcomes[1].orders).toHaveLength(1)
+    expect(await stockOf(sql, product.id)).toBe(4)
+  })
+})
