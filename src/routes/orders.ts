@@ -144,8 +144,17 @@ export const orderRoutes = (sql: Sql, checkout: Checkout) =>
     )
     .post(
       '/:id/:action',
-      async ({ params, request }) => {
-        const [row] = await sql`select public.order_action_as(${userScope(actorOf(request))}, ${params.id}, ${params.action}) as order`
+      async ({ params, headers, request, set }) => {
+        const user = userScope(actorOf(request))
+        const key = headers['idempotency-key']
+        if (key !== undefined && params.action !== 'pay') throw new ApiError(400, 'Idempotency-Key is taken by pay only')
+        if (key !== undefined) {
+          const [paid] = await sql<{ status: number; data: typeof Order.static; replayed: boolean }[]>`
+            select * from public.pay_order_idempotent(${user}, ${params.id}, ${key})`
+          if (paid.replayed) set.headers['idempotent-replayed'] = 'true'
+          return ok(200, paid.data)
+        }
+        const [row] = await sql`select public.order_action_as(${user}, ${params.id}, ${params.action}) as order`
         return ok(200, row.order)
       },
       {
@@ -153,6 +162,7 @@ export const orderRoutes = (sql: Sql, checkout: Checkout) =>
           id: IdParam('id'),
           action: OneOf(ACTIONS, { error: `action must be one of ${ACTIONS.join(', ')}` }),
         }),
+        headers: IdempotencyHeaders,
         response: { 200: envelope(Order), ...errors(400, 401, 403, 404, 409, 429) },
         detail: {
           security: bearerAuth,
@@ -164,7 +174,7 @@ export const orderRoutes = (sql: Sql, checkout: Checkout) =>
             '. 404 unknown order (WA008); 409 when the order is not in a state the action applies to ' +
             '(WA009: details.state is the current state, details.allowed_from the states it needs). With ' +
             'authentication, the buyer pays and cancels, the seller does the rest (403 WA011 otherwise), and an order ' +
-            'of someone else is 404.',
+            'of someone else is 404. pay takes an Idempotency-Key: a retry returns the first response instead of a 409.',
         },
       },
     )

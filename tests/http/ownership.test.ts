@@ -88,3 +88,29 @@ describe('place_orders on behalf of a user', () => {
     expect(await stockOf(sql, product.id)).toBe(4)
   })
 })
+
+describe('POST /orders/:id/pay with an Idempotency-Key', () => {
+  it('pays once; a retry gets the first answer, marked as a replay, instead of a 409', async () => {
+    const orderId = await placedOrder(sql, (await createProduct(sql)).id)
+    const [{ buyer_id: buyerId }] = await sql`select buyer_id from public.orders where id = ${orderId}`
+    const pay = async () =>
+      secured.handle(
+        new Request(`http://localhost/orders/${orderId}/pay`, {
+          method: 'POST',
+          headers: { ...(await bearer(buyerId)), 'idempotency-key': `pay-${orderId}` },
+        }),
+      )
+    const [first, second] = await Promise.all([pay(), pay()])
+    const bodies = [(await first.json()) as any, (await second.json()) as any]
+    expect([first.status, second.status]).toEqual([200, 200])
+    expect(bodies[0]).toEqual(bodies[1])
+    expect([first.headers.get('idempotent-replayed'), second.headers.get('idempotent-replayed')].sort()).toEqual(['true', null].sort())
+    const [{ state }] = await sql`select state::text from public.orders where id = ${orderId}`
+    expect(state).toBe('paid')
+    expect(bodies[0].data.state).toBe('paid')
+    const otherAction = await secured.handle(
+      new Request(`http://localhost/orders/${orderId}/cancel`, { method: 'POST', headers: { ...(await bearer(buyerId)), 'idempotency-key': 'x' } }),
+    )
+    expect(otherAction.status).toBe(400)
+  })
+})
