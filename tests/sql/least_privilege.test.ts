@@ -138,7 +138,7 @@ describe('the functions', () => {
     expect(granted.map((row) => row.fn)).toEqual([
       'accept_order', 'add_cart_item', 'add_cart_item_as', 'adjust_stock', 'adjust_stock_as', 'cancel_order',
       'cart_for_user', 'cart_item_json', 'cart_json', 'create_product', 'deliver_order', 'expire_orders',
-      'inventory_audit', 'order_action_as', 'order_as', 'order_json', 'pay_order', 'place_buyer_order',
+      'inventory_audit', 'order_action_as', 'order_as', 'order_json', 'pay_order', 'pay_order_idempotent', 'place_buyer_order',
       'place_buyer_order_idempotent', 'place_order', 'place_order_idempotent', 'place_orders', 'product_json',
       'purge_idempotency_keys', 'purge_rate_limit_windows', 'rate_limit_hit', 'refund_order', 'reject_order',
       'remit_order', 'restock_product', 'restock_product_as', 'set_flash_sale', 'set_flash_sale_as',
