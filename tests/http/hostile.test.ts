@@ -97,6 +97,7 @@ const numericString = fc.integer({ min: 1, max: 1000 }).map(String)
 const badId = fc.oneof(fc.integer({ max: 0 }), fractional, beyond53, numericString, notJsonScalar)
 const badPositiveInt4 = fc.oneof(fc.integer({ max: 0 }), fractional, beyond31, numericString, notJsonScalar)
 const badNonNegativeInt4 = fc.oneof(fc.integer({ max: -1 }), fractional, beyond31, numericString, notJsonScalar)
+const badNonZeroInt4 = fc.oneof(fc.constant(0), fractional, beyond31, beyond31.map((n) => -n), numericString, notJsonScalar)
 const badMoney = fc.oneof(fc.integer({ max: -1 }), fractional, beyond53, numericString, notJsonScalar)
 const badBoolean = fc.oneof(fc.integer(), fc.string({ maxLength: 5 }), fc.constant(null), fc.constantFrom('true', 'false', 0, 1))
 const badText = (max: number, min = 0) =>
@@ -180,6 +181,20 @@ const bodyRoutes: BodyRoute[] = [
     base: () => ({ buyer_id: buyerId, cart_item_ids: [lineId], note: 'hostile' }),
     invalid: { buyer_id: badId, cart_item_ids: badIdList, note: badText(1000) },
     required: ['buyer_id', 'cart_item_ids'],
+  },
+  {
+    name: 'POST /products/:id/restock',
+    path: () => `/products/${productId}/restock`,
+    base: () => ({ quantity: 1, note: 'hostile' }),
+    invalid: { quantity: badPositiveInt4, note: badText(500) },
+    required: ['quantity'],
+  },
+  {
+    name: 'POST /products/:id/adjust',
+    path: () => `/products/${productId}/adjust`,
+    base: () => ({ quantity: 1, reason: 'hostile' }),
+    invalid: { quantity: badNonZeroInt4, reason: badText(500, 1) },
+    required: ['quantity', 'reason'],
   },
   {
     name: 'POST /carts/:id/checkout',
@@ -311,6 +326,9 @@ describe('hostile paths, queries and methods', () => {
       (id: string) => ({ path: `/products/${id}`, method: 'GET' }),
       (id: string) => ({ path: `/orders/${id}`, method: 'GET' }),
       (id: string) => ({ path: `/carts/${id}/checkout`, method: 'POST' }),
+      (id: string) => ({ path: `/orders/${id}/pay`, method: 'POST' }),
+      (id: string) => ({ path: `/products/${id}/movements`, method: 'GET' }),
+      (id: string) => ({ path: `/products/${id}/restock`, method: 'POST' }),
     ]
     await fc.assert(
       fc.asyncProperty(fc.constantFrom(...routes), notAnId, fc.boolean(), async (route, segment, encode) => {
@@ -318,7 +336,7 @@ describe('hostile paths, queries and methods', () => {
         const { path, method } = route(encode ? encodeURIComponent(segment) : encodeURI(segment).replaceAll('?', '%3F').replaceAll('#', '%23'))
         // "a/../1" is /products/1 once the URL is normalised, and "." the list: valid requests, not hostile ones.
         const normalised = new URL(path, 'http://localhost').pathname
-        if (/^\/(products|orders)\/?$|^\/(products|orders)\/[1-9][0-9]{0,14}$|^\/carts\/[1-9][0-9]{0,14}\/checkout$/.test(normalised)) return
+        if (/^\/(products|orders)\/?$|^\/(products|orders)\/[1-9][0-9]{0,14}$|^\/carts\/[1-9][0-9]{0,14}\/checkout$|^\/orders\/[1-9][0-9]{0,14}\/pay$|^\/products\/[1-9][0-9]{0,14}\/(movements|restock)$/.test(normalised)) return
         await expectRefused(await req(path, { method }), { path, method })
       }),
       { numRuns: RUNS },
