@@ -259,10 +259,11 @@ export const INVARIANTS: readonly Invariant[] = [
         if (!product) continue
         const edits = adjusted.get(productId) ?? 0
         const soldQuantity = sold.get(productId) ?? 0
-        if (initial + edits !== product.stock + soldQuantity)
+        const gap = initial + edits - product.stock - soldQuantity
+        if (gap !== 0)
           violate(
             `product ${productId}: started with ${initial}${edits ? ` (${edits > 0 ? '+' : ''}${edits} edited)` : ''}, ` +
-              `has ${product.stock} and sold ${soldQuantity}: ${initial + edits - product.stock - soldQuantity} units unaccounted for`,
+              `has ${product.stock} and sold ${soldQuantity}: ${gap < 0 ? `${-gap} more than it had` : `${gap} missing`}`,
             { productId },
           )
       }

@@ -20,6 +20,8 @@ export type Added = { ok: true; itemId: number; quantity: number } | { ok: false
  */
 export interface Channel {
   name: string
+  /** Where the HTTP channel's server listens. */
+  baseUrl?: string
   checkout(cartId: number): Promise<Outcome>
   addItem(cartId: number, productId: number, quantity: number): Promise<Added>
   close(): Promise<void>
@@ -42,6 +44,7 @@ export function httpChannel(): Channel {
   }
   return {
     name: 'HTTP',
+    baseUrl,
     async checkout(cartId) {
       const { status, body } = await post(`/carts/${cartId}/checkout`)
       return outcomeOfHttp(status, body)
