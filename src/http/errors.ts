@@ -80,11 +80,20 @@ function parseDetail(detail: string | undefined): unknown {
   }
 }
 
+/**
+ * The HTTP status a SQLSTATE reaches a client with: 4xx for a refusal, 503
+ * for a transient failure, 500 for anything else. SQL callers use it to read
+ * a PostgresError the way an HTTP client reads the response.
+ */
+export function statusForSqlstate(sqlstate: string): number {
+  if (RETRYABLE_SQLSTATES.has(sqlstate) || sqlstate.startsWith('08')) return 503
+  return STATUS_BY_SQLSTATE[sqlstate] ?? 500
+}
+
 function fromPostgres(error: postgres.PostgresError): Response | undefined {
-  if (RETRYABLE_SQLSTATES.has(error.code) || error.code.startsWith('08'))
-    return unavailable()
-  const status = STATUS_BY_SQLSTATE[error.code]
-  if (status === undefined) return undefined
+  const status = statusForSqlstate(error.code)
+  if (status === 503) return unavailable()
+  if (status === 500) return undefined
   const message = error.code.startsWith('WA')
     ? error.message
     : error.constraint_name

@@ -1,0 +1,615 @@
+import postgres from 'postgres'
+import type { Sql } from '../db/client'
+import { statusForSqlstate } from '../http/errors'
+
+/**
+ * The invariant checker: the one place that decides whether a race went
+ * right. Tests, the adversarial suite and `npm run simulate` all hand it what
+ * a run started with and what every client was told; it reads the database
+ * (or, from outside, the API) and returns a verdict listing every violation.
+ *
+ *   const start = await startRun(sql, productIds)
+ *   ... race, collecting { cartId, wants, outcome } per client ...
+ *   const verdict = await checkInvariants(sql, { ...start, checkouts })
+ *   if (!verdict.ok) console.log(verdict.violations)
+ *
+ * Each invariant is one entry of INVARIANTS; adding a check is adding an entry.
+ */
+
+// ---------------------------------------------------------------- what a run is
+
+/** One line of an order, as a client was told it or as the database holds it. */
+export interface OrderLine {
+  cartItemId: number
+  productId: number
+  quantity: number
+  /** Unit price as sold. */
+  price: number
+}
+
+export interface OrderRecord {
+  id: number
+  buyerId: number
+  sellerId: number
+  state: string
+  totalPrice: number
+  /** Sorted by cart item id. */
+  lines: OrderLine[]
+}
+
+/** What one client was told. `status` is the HTTP status, or its equivalent for a SQL caller (0: no answer). */
+export type Outcome =
+  | { kind: 'accepted'; status: number; orders: OrderRecord[] }
+  /** A definite refusal (4xx): the request must have changed nothing. */
+  | { kind: 'refused'; status: number; code?: string; message: string; details?: any }
+  /** 5xx, a transient database error or no answer at all: never acceptable in a race. */
+  | { kind: 'failed'; status: number; code?: string; message: string }
+
+export interface Checkout {
+  /** The cart checked out. Several clients may check out one cart. */
+  cartId: number
+  /** The cart's owner, when known: the orders must be in their name. */
+  buyerId?: number
+  /**
+   * What this client asked to buy: product id → quantity. Leave it out when
+   * the cart was being edited during the race; the orders' lines are then
+   * checked against the cart items they point at.
+   */
+  wants?: ReadonlyMap<number, number>
+  outcome: Outcome
+}
+
+export interface Run {
+  /** Stock of every product in play before any buyer was released. */
+  initialStock: ReadonlyMap<number, number>
+  checkouts: readonly Checkout[]
+  /** Stock edits made during the run by something other than a checkout: product id → each delta applied. */
+  stockAdjustments?: ReadonlyMap<number, readonly number[]>
+  /** Refusal codes this run may produce; any other refusal is a violation. Default: only WA004 (insufficient stock). */
+  expectedRefusals?: readonly string[]
+  /** PostgreSQL's deadlock counter for the database before the run (see startRun). */
+  deadlocksBefore?: number
+}
+
+// ---------------------------------------------------------------- what the database holds
+
+export interface ProductFact {
+  stock: number
+  price: number
+  active: boolean
+  sellerId: number
+}
+
+export interface CartItemFact {
+  id: number
+  cartId: number
+  productId: number
+  quantity: number
+  purchased: boolean
+}
+
+/** The state after a run, as far as the reader could see it. */
+export interface Facts {
+  /** database: read with SQL, complete; api: read through the public HTTP API, partial. */
+  source: 'database' | 'api'
+  products: Map<number, ProductFact>
+  /** database: every order touching the run's products or carts; api: only the orders clients reported. */
+  orders: Map<number, OrderRecord>
+  /** Items of the carts in `carts` (and of orders' lines, from the database). */
+  cartItems: Map<number, CartItemFact>
+  /** Carts whose items were read. */
+  carts: Set<number>
+  /** true when only open (unpurchased) items could be read. */
+  openItemsOnly: boolean
+  deadlocks?: number
+}
+
+/**
+ * Order states whose stock went back to the shelf. Today nothing returns
+ * stock, so every order holds what it bought. When cancellations land, the
+ * dead states ('cancelled', 'expired', 'rejected') go here, and "sold"
+ * everywhere below follows.
+ */
+export const RELEASED_STATES: ReadonlySet<string> = new Set<string>()
+
+/** Whether an order's lines count as sold (taken off the shelf). */
+export const holdsStock = (order: OrderRecord) => !RELEASED_STATES.has(order.state)
+
+// ---------------------------------------------------------------- the verdict
+
+export interface Violation {
+  /** The invariant broken: an INVARIANTS name. */
+  invariant: string
+  message: string
+  productId?: number
+  cartId?: number
+  orderId?: number
+}
+
+export interface ProductTally {
+  productId: number
+  initial: number
+  /** Net stock edits during the run (not sales). */
+  adjusted: number
+  /** Quantity in orders that hold stock. */
+  sold: number
+  remaining: number
+  /** Checkouts that bought this product. */
+  accepted: number
+  /**
+   * Refused checkouts that wanted this product, by reason: the refusal's code
+   * when it named this product, 'other line' when another line was refused.
+   */
+  refused: Record<string, number>
+}
+
+export interface Verdict {
+  ok: boolean
+  violations: Violation[]
+  /** Names of the invariants checked. */
+  checked: string[]
+  products: ProductTally[]
+  source: Facts['source']
+  /** What this verdict could not see. */
+  notes: string[]
+}
+
+// ---------------------------------------------------------------- the invariants
+
+/** Everything a check may look at, with the sums worked out once. */
+export interface Evidence {
+  run: Run
+  facts: Facts
+  expectedRefusals: ReadonlySet<string>
+  /** Product id → quantity in orders that hold stock. */
+  sold: Map<number, number>
+  /** Product id → net stock edits, and the sum of the increases alone. */
+  adjusted: Map<number, number>
+  increased: Map<number, number>
+  /** Cart id → the checkouts of that cart. */
+  byCart: Map<number, Checkout[]>
+  /** Order id → the checkouts that were told about it. */
+  reported: Map<number, Checkout[]>
+}
+
+export interface Invariant {
+  name: string
+  /** One sentence: what must hold. */
+  says: string
+  check(evidence: Evidence, violate: (message: string, refs?: Omit<Violation, 'invariant' | 'message'>) => void): void
+}
+
+const sumBy = <T>(items: Iterable<T>, key: (item: T) => number, value: (item: T) => number) => {
+  const sums = new Map<number, number>()
+  for (const item of items) sums.set(key(item), (sums.get(key(item)) ?? 0) + value(item))
+  return sums
+}
+
+const sameQuantities = (a: ReadonlyMap<number, number>, b: ReadonlyMap<number, number>) =>
+  a.size === b.size && [...a].every(([id, quantity]) => b.get(id) === quantity)
+
+const show = (quantities: ReadonlyMap<number, number>) =>
+  `{${[...quantities].sort(([a], [b]) => a - b).map(([id, q]) => `#${id}×${q}`).join(', ')}}`
+
+const describeOutcome = (outcome: Outcome) =>
+  `${outcome.status || 'no answer'}${'code' in outcome && outcome.code ? ` ${outcome.code}` : ''}`
+
+const linesEqual = (a: OrderLine[], b: OrderLine[]) =>
+  a.length === b.length &&
+  a.every((line, i) => {
+    const other = b[i]
+    return line.cartItemId === other.cartItemId && line.productId === other.productId && line.quantity === other.quantity && line.price === other.price
+  })
+
+/** The product ids a refusal names (WA004 shortages, WA003 product_ids). */
+function namedProducts(outcome: Extract<Outcome, { kind: 'refused' }>): number[] {
+  const details = outcome.details
+  if (Array.isArray(details?.shortages)) return details.shortages.map((s: { product_id: number }) => s.product_id)
+  if (Array.isArray(details?.product_ids)) return details.product_ids
+  return []
+}
+
+export const INVARIANTS: readonly Invariant[] = [
+  {
+    name: 'no-failures',
+    says: 'no 5xx, deadlock (40P01), serialization failure (40001) or lost request reached a client',
+    check({ run }, violate) {
+      for (const { cartId, outcome } of run.checkouts) {
+        if (outcome.kind !== 'failed') continue
+        const what =
+          outcome.code === '40P01'
+            ? 'a deadlock (40P01)'
+            : outcome.code === '40001'
+              ? 'a serialization failure (40001)'
+              : outcome.status === 0
+                ? 'no answer'
+                : `a ${outcome.status}${outcome.code ? ` (${outcome.code})` : ''}`
+        violate(`checkout of cart ${cartId} got ${what}: ${outcome.message}`, { cartId })
+      }
+    },
+  },
+  {
+    name: 'refusal-expected',
+    says: 'every refusal is one this run can legitimately produce',
+    check({ run, expectedRefusals }, violate) {
+      for (const { cartId, outcome } of run.checkouts)
+        if (outcome.kind === 'refused' && !expectedRefusals.has(outcome.code ?? ''))
+          violate(`checkout of cart ${cartId} was refused with ${describeOutcome(outcome)} (${outcome.message}), which this run does not expect`, {
+            cartId,
+          })
+    },
+  },
+  {
+    name: 'stock-nonnegative',
+    says: "no product's stock is negative",
+    check({ run, facts }, violate) {
+      for (const productId of run.initialStock.keys()) {
+        const product = facts.products.get(productId)
+        if (!product) violate(`product ${productId} is gone`, { productId })
+        else if (product.stock < 0) violate(`product ${productId} has stock ${product.stock}`, { productId })
+      }
+    },
+  },
+  {
+    name: 'stock-conserved',
+    says: 'per product: initial stock + edits = current stock + quantity sold in orders',
+    check({ run, facts, sold, adjusted }, violate) {
+      for (const [productId, initial] of run.initialStock) {
+        const product = facts.products.get(productId)
+        if (!product) continue
+        const edits = adjusted.get(productId) ?? 0
+        const soldQuantity = sold.get(productId) ?? 0
+        const gap = initial + edits - product.stock - soldQuantity
+        if (gap !== 0)
+          violate(
+            `product ${productId}: started with ${initial}${edits ? ` (${edits > 0 ? '+' : ''}${edits} edited)` : ''}, ` +
+              `has ${product.stock} and sold ${soldQuantity}: ${gap < 0 ? `${-gap} more than it had` : `${gap} missing`}`,
+            { productId },
+          )
+      }
+    },
+  },
+  {
+    name: 'accepted-persisted',
+    says: 'every acceptance is exactly the persisted orders, with exactly the lines asked for',
+    check({ run, facts, reported }, violate) {
+      for (const [orderId, clients] of reported)
+        if (clients.length > 1)
+          violate(`order ${orderId} was reported to ${clients.length} clients (carts ${clients.map((c) => c.cartId).join(', ')})`, { orderId })
+
+      for (const { cartId, buyerId, wants, outcome } of run.checkouts) {
+        if (outcome.kind !== 'accepted') continue
+        if (outcome.orders.length === 0) violate(`checkout of cart ${cartId} was accepted with no order`, { cartId })
+        const bought = new Map<number, number>()
+        for (const told of outcome.orders) {
+          const stored = facts.orders.get(told.id)
+          if (!stored) {
+            violate(`order ${told.id}, accepted for cart ${cartId}, is not in the database`, { cartId, orderId: told.id })
+            continue
+          }
+          if (stored.buyerId !== told.buyerId || stored.sellerId !== told.sellerId || stored.totalPrice !== told.totalPrice || !linesEqual(stored.lines, told.lines))
+            violate(`order ${told.id} as stored differs from what cart ${cartId}'s client was told: ${JSON.stringify({ told, stored })}`, {
+              cartId,
+              orderId: told.id,
+            })
+          if (buyerId !== undefined && stored.buyerId !== buyerId)
+            violate(`order ${told.id} is in the name of buyer ${stored.buyerId}, not cart ${cartId}'s owner ${buyerId}`, { cartId, orderId: told.id })
+          const total = stored.lines.reduce((sum, line) => sum + line.price * line.quantity, 0)
+          if (stored.lines.length === 0 || total !== stored.totalPrice)
+            violate(`order ${told.id} has total ${stored.totalPrice} but its ${stored.lines.length} lines add up to ${total}`, { orderId: told.id })
+          for (const line of stored.lines) {
+            bought.set(line.productId, (bought.get(line.productId) ?? 0) + line.quantity)
+            const item = facts.cartItems.get(line.cartItemId)
+            if (!item) {
+              // Read through the API, only open items show: a sold one is rightly missing.
+              if (!facts.openItemsOnly) violate(`order ${told.id} sold cart item ${line.cartItemId}, which does not exist`, { orderId: told.id })
+            } else if (item.cartId !== cartId || item.productId !== line.productId || item.quantity !== line.quantity || !item.purchased)
+              violate(
+                `order ${told.id} sold cart item ${line.cartItemId} as product ${line.productId} ×${line.quantity} for cart ${cartId}, ` +
+                  `but that item is product ${item.productId} ×${item.quantity} of cart ${item.cartId}${item.purchased ? '' : ', still open'}`,
+                { cartId, orderId: told.id },
+              )
+          }
+        }
+        if (wants && !sameQuantities(bought, wants))
+          violate(`cart ${cartId} asked for ${show(wants)} and was sold ${show(bought)}`, { cartId })
+      }
+    },
+  },
+  {
+    name: 'refusal-left-nothing',
+    says: 'a refused checkout changed nothing: nothing of its cart was sold, nothing of it was lost',
+    check({ facts, byCart }, violate) {
+      const ordersOfCart = new Map<number, Set<number>>()
+      for (const order of facts.orders.values())
+        for (const line of order.lines) {
+          const cartId = facts.cartItems.get(line.cartItemId)?.cartId
+          if (cartId !== undefined) ordersOfCart.set(cartId, (ordersOfCart.get(cartId) ?? new Set()).add(order.id))
+        }
+      for (const [cartId, clients] of byCart) {
+        if (clients.some((c) => c.outcome.kind !== 'refused')) continue
+        for (const orderId of ordersOfCart.get(cartId) ?? [])
+          violate(`every checkout of cart ${cartId} was refused, yet order ${orderId} sold its items`, { cartId, orderId })
+        if (!facts.carts.has(cartId)) continue
+        const items = [...facts.cartItems.values()].filter((item) => item.cartId === cartId)
+        for (const item of items.filter((item) => item.purchased))
+          violate(`every checkout of cart ${cartId} was refused, yet its item ${item.id} is marked purchased`, { cartId })
+        const wants = clients.length === 1 ? clients[0].wants : undefined
+        if (wants) {
+          const open = sumBy(
+            items.filter((item) => !item.purchased),
+            (item) => item.productId,
+            (item) => item.quantity,
+          )
+          if (!sameQuantities(open, wants))
+            violate(`cart ${cartId} was refused; it held ${show(wants)} and now holds ${show(open)}`, { cartId })
+        }
+      }
+    },
+  },
+  {
+    name: 'no-unreported-orders',
+    says: 'no order exists that no client was told about',
+    check({ facts, reported }, violate) {
+      for (const order of facts.orders.values())
+        if (!reported.has(order.id))
+          violate(`order ${order.id} (buyer ${order.buyerId}, products ${order.lines.map((l) => l.productId).join(', ')}) exists but no client was told about it`, {
+            orderId: order.id,
+          })
+    },
+  },
+  {
+    name: 'cart-item-sold-once',
+    says: 'each cart item is in at most one order',
+    check({ facts, run }, violate) {
+      const soldIn = new Map<number, Set<number>>()
+      const note = (cartItemId: number, orderId: number) => soldIn.set(cartItemId, (soldIn.get(cartItemId) ?? new Set()).add(orderId))
+      for (const order of facts.orders.values()) for (const line of order.lines) note(line.cartItemId, order.id)
+      for (const { outcome } of run.checkouts)
+        if (outcome.kind === 'accepted') for (const order of outcome.orders) for (const line of order.lines) note(line.cartItemId, order.id)
+      for (const [cartItemId, orders] of soldIn)
+        if (orders.size > 1) violate(`cart item ${cartItemId} was sold in ${orders.size} orders: ${[...orders].join(', ')}`)
+    },
+  },
+  {
+    name: 'refusal-true',
+    says: 'a buyer refused for stock wanted more than what remained',
+    check({ run, facts, increased }, violate) {
+      for (const { cartId, wants, outcome } of run.checkouts) {
+        if (outcome.kind !== 'refused' || outcome.code !== 'WA004') continue
+        const shortages = outcome.details?.shortages
+        if (!Array.isArray(shortages) || shortages.length === 0) {
+          violate(`cart ${cartId} was refused for stock without saying which product was short`, { cartId })
+          continue
+        }
+        for (const { product_id: productId, requested, available } of shortages as { product_id: number; requested: number; available: number }[]) {
+          if (!(requested > available))
+            violate(`cart ${cartId} was refused for product ${productId}: requested ${requested}, yet ${available} were available`, { cartId, productId })
+          if (wants && wants.get(productId) !== requested)
+            violate(`cart ${cartId} was refused for ${requested} of product ${productId} but asked for ${wants.get(productId) ?? 0}`, { cartId, productId })
+          // Stock only falls during a run, except by edits: what is left now
+          // (less any restock) is at most what was left at the refusal.
+          const remaining = facts.products.get(productId)?.stock
+          if (remaining !== undefined && run.initialStock.has(productId) && !(requested > remaining - (increased.get(productId) ?? 0)))
+            violate(`cart ${cartId} was refused ${requested} of product ${productId}, but ${remaining} are still left: a false refusal`, {
+              cartId,
+              productId,
+            })
+        }
+      }
+    },
+  },
+  {
+    name: 'no-deadlocks',
+    says: "PostgreSQL's deadlock counter did not move during the run",
+    check({ run, facts }, violate) {
+      if (run.deadlocksBefore !== undefined && facts.deadlocks !== undefined && facts.deadlocks > run.deadlocksBefore)
+        violate(`PostgreSQL detected ${facts.deadlocks - run.deadlocksBefore} deadlocks during the run`)
+    },
+  },
+]
+
+/** Judges a run against the facts read after it. Pure: no I/O. */
+export function judge(run: Run, facts: Facts, invariants: readonly Invariant[] = INVARIANTS): Verdict {
+  const byCart = new Map<number, Checkout[]>()
+  const reported = new Map<number, Checkout[]>()
+  for (const checkout of run.checkouts) {
+    byCart.set(checkout.cartId, [...(byCart.get(checkout.cartId) ?? []), checkout])
+    if (checkout.outcome.kind === 'accepted')
+      for (const order of checkout.outcome.orders) reported.set(order.id, [...(reported.get(order.id) ?? []), checkout])
+  }
+  const edits = [...(run.stockAdjustments ?? [])].flatMap(([productId, deltas]) => deltas.map((delta) => ({ productId, delta })))
+  const evidence: Evidence = {
+    run,
+    facts,
+    expectedRefusals: new Set(run.expectedRefusals ?? ['WA004']),
+    sold: sumBy(
+      [...facts.orders.values()].filter(holdsStock).flatMap((order) => order.lines),
+      (line) => line.productId,
+      (line) => line.quantity,
+    ),
+    adjusted: sumBy(edits, (e) => e.productId, (e) => e.delta),
+    increased: sumBy(edits, (e) => e.productId, (e) => Math.max(e.delta, 0)),
+    byCart,
+    reported,
+  }
+
+  const violations: Violation[] = []
+  for (const invariant of invariants)
+    invariant.check(evidence, (message, refs = {}) => violations.push({ invariant: invariant.name, message, ...refs }))
+
+  const notes: string[] = []
+  if (facts.source === 'api')
+    notes.push(
+      'read through the API: an order no client was told about shows only as stock unaccounted for, ' +
+        'and the deadlock counter was not read',
+    )
+  return {
+    ok: violations.length === 0,
+    violations,
+    checked: invariants.map((invariant) => invariant.name),
+    products: tally(evidence),
+    source: facts.source,
+    notes,
+  }
+}
+
+function tally({ run, facts, sold, adjusted }: Evidence): ProductTally[] {
+  return [...run.initialStock].map(([productId, initial]) => {
+    let accepted = 0
+    const refused: Record<string, number> = {}
+    for (const { wants, outcome } of run.checkouts) {
+      if (outcome.kind === 'accepted') {
+        if (outcome.orders.some((order) => order.lines.some((line) => line.productId === productId))) accepted++
+      } else if (outcome.kind === 'refused') {
+        const reason = namedProducts(outcome).includes(productId) ? (outcome.code ?? `HTTP ${outcome.status}`) : wants?.has(productId) ? 'other line' : undefined
+        if (reason) refused[reason] = (refused[reason] ?? 0) + 1
+      }
+    }
+    return {
+      productId,
+      initial,
+      adjusted: adjusted.get(productId) ?? 0,
+      sold: sold.get(productId) ?? 0,
+      remaining: facts.products.get(productId)?.stock ?? NaN,
+      accepted,
+      refused,
+    }
+  })
+}
+
+// ---------------------------------------------------------------- reading the database
+
+/** PostgreSQL's count of deadlocks detected in this database so far. */
+export async function deadlockCount(sql: Sql): Promise<number> {
+  await sql`select pg_stat_clear_snapshot()`
+  const [row] = await sql<{ deadlocks: number }[]>`select deadlocks::int as deadlocks from pg_stat_database where datname = current_database()`
+  return row.deadlocks
+}
+
+/** What a run starts with: the products' stock and the deadlock counter, read just before the release. */
+export async function startRun(sql: Sql, productIds: readonly number[]): Promise<Pick<Run, 'initialStock' | 'deadlocksBefore'>> {
+  const rows = await sql<{ id: number; stock: number }[]>`select id, stock from public.products where id = any (${productIds as number[]}::bigint[])`
+  return { initialStock: new Map(rows.map((row) => [row.id, row.stock])), deadlocksBefore: await deadlockCount(sql) }
+}
+
+/**
+ * Reads everything the run touched, in one consistent snapshot: its products,
+ * every item of its carts, and every order with a line of its products or
+ * carts (plus any order a client reported, so a missing one shows). Needs
+ * only read access (waitress_api is enough).
+ */
+export async function readFacts(sql: Sql, run: Run): Promise<Facts> {
+  const productIds = [...run.initialStock.keys()]
+  const cartIds = [...new Set(run.checkouts.map((c) => c.cartId))]
+  const reportedIds = run.checkouts.flatMap((c) => (c.outcome.kind === 'accepted' ? c.outcome.orders.map((o) => o.id) : []))
+  const deadlocks = await deadlockCount(sql)
+
+  return sql.begin('isolation level repeatable read read only', async (tx) => {
+    const products = await tx<{ id: number; stock: number; price: number; active: boolean; seller_id: number }[]>`
+      select id, stock, price, active, seller_id from public.products where id = any (${productIds}::bigint[])`
+    const orders = await tx<{ id: number; buyer_id: number; seller_id: number; state: string; total_price: number; lines: OrderLine[] }[]>`
+      with touched as (
+        select oi.order_id from public.order_items oi
+         where oi.product_id = any (${productIds}::bigint[])
+            or oi.cart_item_id in (select ci.id from public.cart_items ci where ci.cart_id = any (${cartIds}::bigint[]))
+        union
+        select unnest(${reportedIds}::bigint[])
+      )
+      select o.id, o.buyer_id, o.seller_id, o.state::text as state, o.total_price,
+             coalesce(jsonb_agg(jsonb_build_object('cartItemId', oi.cart_item_id, 'productId', oi.product_id,
+                                                   'quantity', oi.quantity, 'price', oi.price)
+                                order by oi.cart_item_id) filter (where oi.id is not null), '[]') as lines
+        from public.orders o
+        left join public.order_items oi on oi.order_id = o.id
+       where o.id in (select order_id from touched)
+       group by o.id`
+    const items = await tx<{ id: number; cart_id: number; product_id: number; quantity: number; purchased: boolean }[]>`
+      select ci.id, ci.cart_id, ci.product_id, ci.quantity, ci.purchased
+        from public.cart_items ci
+       where ci.cart_id = any (${cartIds}::bigint[])
+          or ci.id in (select oi.cart_item_id from public.order_items oi where oi.order_id = any (${orders.map((o) => o.id)}::bigint[]))`
+    return {
+      source: 'database' as const,
+      products: new Map(products.map((p) => [p.id, { stock: p.stock, price: p.price, active: p.active, sellerId: p.seller_id }])),
+      orders: new Map(
+        orders.map((o) => [o.id, { id: o.id, buyerId: o.buyer_id, sellerId: o.seller_id, state: o.state, totalPrice: o.total_price, lines: o.lines }]),
+      ),
+      cartItems: new Map(
+        items.map((i) => [i.id, { id: i.id, cartId: i.cart_id, productId: i.product_id, quantity: i.quantity, purchased: i.purchased }]),
+      ),
+      carts: new Set(cartIds),
+      openItemsOnly: false,
+      deadlocks,
+    }
+  })
+}
+
+/** Reads the database after a run and judges it. */
+export async function checkInvariants(sql: Sql, run: Run): Promise<Verdict> {
+  return judge(run, await readFacts(sql, run))
+}
+
+// ---------------------------------------------------------------- what clients were told
+
+/** An Order document as the API and place_order return it. */
+export interface OrderDocument {
+  id: number
+  buyer_id: number
+  seller_id: number
+  state: string
+  total_price: number
+  items: { cart_item_id: number; quantity: number; price: number; product: { id: number } }[]
+}
+
+export function orderRecord(document: OrderDocument): OrderRecord {
+  return {
+    id: document.id,
+    buyerId: document.buyer_id,
+    sellerId: document.seller_id,
+    state: document.state,
+    totalPrice: document.total_price,
+    lines: document.items
+      .map((item) => ({ cartItemId: item.cart_item_id, productId: item.product.id, quantity: item.quantity, price: item.price }))
+      .sort((a, b) => a.cartItemId - b.cartItemId),
+  }
+}
+
+/**
+ * What an HTTP client was told: 201 with one Order or a list of them is
+ * accepted, any 4xx a refusal, anything else (5xx, 0 for no answer) a failure.
+ */
+export function outcomeOfHttp(status: number, body: any): Outcome {
+  if (status === 201) {
+    const data = body?.data
+    const documents: OrderDocument[] = Array.isArray(data) ? data : data ? [data] : []
+    try {
+      return { kind: 'accepted', status, orders: documents.map(orderRecord) }
+    } catch {
+      return { kind: 'failed', status, message: `201 with a body that is not an order: ${JSON.stringify(body).slice(0, 200)}` }
+    }
+  }
+  const message = typeof body?.error === 'string' ? body.error : JSON.stringify(body ?? null).slice(0, 200)
+  if (status >= 400 && status < 500) return { kind: 'refused', status, code: body?.code, message, details: body?.details }
+  return { kind: 'failed', status, code: body?.code, message }
+}
+
+/**
+ * What a SQL caller was told: the order documents the call returned, or its
+ * error read as the API would answer it (a WA004 is a 422 refusal, a 40P01 a
+ * 503 failure).
+ */
+export async function outcomeOfSql(call: () => Promise<readonly OrderDocument[]>): Promise<Outcome> {
+  try {
+    return { kind: 'accepted', status: 201, orders: (await call()).map(orderRecord) }
+  } catch (error) {
+    if (!(error instanceof postgres.PostgresError)) return { kind: 'failed', status: 0, message: String(error) }
+    const status = statusForSqlstate(error.code)
+    if (status >= 500) return { kind: 'failed', status, code: error.code, message: error.message }
+    let details: unknown = error.detail
+    try {
+      details = error.detail ? JSON.parse(error.detail) : undefined
+    } catch {}
+    return { kind: 'refused', status, code: error.code, message: error.message, details }
+  }
+}

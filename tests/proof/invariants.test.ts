@@ -1,0 +1,198 @@
+import { afterAll, describe, expect, it } from 'bun:test'
+import { fetchFacts } from '../../src/proof/api-facts'
+import {
+  checkInvariants,
+  INVARIANTS,
+  judge,
+  readFacts,
+  startRun,
+  type Checkout,
+  type Facts,
+  type Run,
+} from '../../src/proof/invariants'
+import { testSql } from '../support/db'
+import { createProduct } from '../support/fixtures'
+import { barrier, buyersWith, expectClean, httpChannel, sqlChannel } from '../support/proof'
+import { unsafeCheckout } from '../support/unsafe-checkout'
+
+const sql = testSql()
+const viaSql = sqlChannel(12)
+afterAll(() => viaSql.close())
+
+/**
+ * A real race to tamper with: 8 buyers want 2 of a scarce product (stock 5)
+ * and 1 of a plentiful one, from two sellers; one more buyer wants only the
+ * plentiful one and never checks out.
+ */
+async function cleanRace() {
+  const scarce = await createProduct(sql, { seller_id: 31, price: 700, stock: 5 })
+  const plenty = await createProduct(sql, { seller_id: 32, price: 300, stock: 100 })
+  const buyers = await buyersWith(sql, [
+    ...Array.from({ length: 8 }, (): [number, number][] => [
+      [scarce.id, 2],
+      [plenty.id, 1],
+    ]),
+    [[plenty.id, 1]],
+  ])
+  const idle = buyers.pop()!
+  const start = await startRun(sql, [scarce.id, plenty.id])
+  const checkouts: Checkout[] = await Promise.all(
+    buyers.map(async (b) => ({ cartId: b.cartId, buyerId: b.userId, wants: b.wants, outcome: await viaSql.checkout(b.cartId) })),
+  )
+  const run: Run = { ...start, checkouts }
+  return { run, facts: await readFacts(sql, run), scarce, plenty, idle }
+}
+
+const violated = (run: Run, facts: Facts) => new Set(judge(run, facts).violations.map((v) => v.invariant))
+
+describe('the invariant checker', () => {
+  it('passes a race run through place_order, and tallies it per product', async () => {
+    const { run, facts, scarce, plenty } = await cleanRace()
+    const verdict = judge(run, facts)
+    expectClean(verdict)
+    expect(verdict.checked).toEqual(INVARIANTS.map((i) => i.name))
+    const scarceTally = verdict.products.find((p) => p.productId === scarce.id)
+    const plentyTally = verdict.products.find((p) => p.productId === plenty.id)
+    expect(scarceTally).toMatchObject({ productId: scarce.id, initial: 5, sold: 4, remaining: 1, accepted: 2, refused: { WA004: 6 } })
+    expect(plentyTally).toMatchObject({ productId: plenty.id, initial: 100, sold: 2, remaining: 98, accepted: 2, refused: { 'other line': 6 } })
+  })
+
+  it('catches an unsafe read-then-write checkout that oversells', async () => {
+    const product = await createProduct(sql, { name: 'Last five', stock: 5 })
+    const buyers = await buyersWith(
+      sql,
+      Array.from({ length: 10 }, () => [[product.id, 1]]),
+    )
+    const start = await startRun(sql, [product.id])
+    // Every buyer reads "5 left" before any of them writes.
+    const allHaveRead = barrier(buyers.length)
+
+    const checkouts = await Promise.all(
+      buyers.map(async (b) => ({ cartId: b.cartId, buyerId: b.userId, wants: b.wants, outcome: await unsafeCheckout(sql, b.cartId, allHaveRead) })),
+    )
+
+    expect(checkouts.every((c) => c.outcome.kind === 'accepted')).toBe(true)
+    const verdict = await checkInvariants(sql, { ...start, checkouts })
+    expect(verdict.ok).toBe(false)
+    expect(verdict.violations).toContainEqual({
+      invariant: 'stock-conserved',
+      productId: product.id,
+      message: `product ${product.id}: started with 5, has 4 and sold 10: 9 more than it had`,
+    })
+    expect(verdict.products[0]).toMatchObject({ initial: 5, sold: 10, remaining: 4, accepted: 10 })
+  })
+
+  it('passes the same ten buyers through place_order', async () => {
+    const product = await createProduct(sql, { name: 'Last five', stock: 5 })
+    const buyers = await buyersWith(
+      sql,
+      Array.from({ length: 10 }, () => [[product.id, 1]]),
+    )
+    const start = await startRun(sql, [product.id])
+    const checkouts = await Promise.all(buyers.map(async (b) => ({ cartId: b.cartId, wants: b.wants, outcome: await viaSql.checkout(b.cartId) })))
+    const verdict = await checkInvariants(sql, { ...start, checkouts })
+    expectClean(verdict)
+    expect(verdict.products[0]).toMatchObject({ initial: 5, sold: 5, remaining: 0, accepted: 5, refused: { WA004: 5 } })
+  })
+
+  it('finds what is written behind its back: a restock, an order for a refused cart, a line marked sold', async () => {
+    const { run, scarce } = await cleanRace()
+    const refused = run.checkouts.find((c) => c.outcome.kind === 'refused')!
+    const [item] = await sql<{ id: number; product_id: number; quantity: number }[]>`
+      select id, product_id, quantity from public.cart_items where cart_id = ${refused.cartId} and product_id = ${scarce.id}`
+
+    await sql`update public.products set stock = stock + 1 where id = ${scarce.id}`
+    await sql`update public.cart_items set purchased = true where id = ${item.id}`
+    const [order] = await sql<{ id: number }[]>`
+      insert into public.orders (buyer_id, seller_id, total_price) values (${refused.buyerId!}, ${scarce.seller_id}, ${scarce.price * item.quantity})
+      returning id`
+    await sql`
+      insert into public.order_items (order_id, product_id, cart_item_id, quantity, price, weight)
+      values (${order.id}, ${scarce.id}, ${item.id}, ${item.quantity}, ${scarce.price}, ${scarce.weight})`
+
+    const verdict = await checkInvariants(sql, run)
+    const found = (invariant: string) => verdict.violations.filter((v) => v.invariant === invariant)
+    expect(found('stock-conserved').map((v) => v.productId)).toEqual([scarce.id])
+    expect(found('no-unreported-orders').map((v) => v.orderId)).toEqual([order.id])
+    expect(found('refusal-left-nothing').map((v) => v.cartId)).toEqual([refused.cartId, refused.cartId, refused.cartId])
+  })
+
+  it('can fail on every invariant', async () => {
+    const { run, facts, plenty, idle } = await cleanRace()
+    expectClean(judge(run, facts))
+    const accepted = run.checkouts.findIndex((c) => c.outcome.kind === 'accepted')
+    const refused = run.checkouts.findIndex((c) => c.outcome.kind === 'refused')
+    const tampered = (change: (run: Run, facts: Facts) => void) => {
+      const copy = { run: structuredClone(run), facts: structuredClone(facts) }
+      change(copy.run, copy.facts)
+      return violated(copy.run, copy.facts)
+    }
+    const acceptedOrder = (r: Run) => (r.checkouts[accepted].outcome as Extract<Checkout['outcome'], { kind: 'accepted' }>).orders[0]
+
+    const cases: [invariant: string, change: (run: Run, facts: Facts) => void][] = [
+      ['no-failures', (r) => void ((r.checkouts as Checkout[])[refused].outcome = { kind: 'failed', status: 503, code: '40P01', message: 'deadlock detected' })],
+      ['no-failures', (r) => void ((r.checkouts as Checkout[])[refused].outcome = { kind: 'failed', status: 0, message: 'connection reset' })],
+      ['refusal-expected', (r) => void ((r.checkouts[refused].outcome as { code?: string }).code = 'WA005')],
+      ['stock-nonnegative', (_, f) => void (f.products.get(plenty.id)!.stock = -1)],
+      ['stock-conserved', (_, f) => void (f.products.get(plenty.id)!.stock += 1)],
+      ['accepted-persisted', (_, f) => void f.orders.delete(acceptedOrder(run).id)],
+      ['accepted-persisted', (r) => void (acceptedOrder(r).totalPrice += 1)],
+      ['accepted-persisted', (r) => void (acceptedOrder(r).lines[0].quantity += 1)],
+      ['accepted-persisted', (r) => void ((r.checkouts as Checkout[])[accepted].wants = new Map([[plenty.id, 1]]))],
+      ['accepted-persisted', (r) => void (r.checkouts as Checkout[]).push(structuredClone(r.checkouts[accepted]))],
+      ['refusal-left-nothing', (r, f) => void ([...f.cartItems.values()].find((i) => i.cartId === r.checkouts[refused].cartId)!.purchased = true)],
+      ['refusal-left-nothing', (r, f) => void f.cartItems.delete([...f.cartItems.values()].find((i) => i.cartId === r.checkouts[refused].cartId)!.id)],
+      ['no-unreported-orders', (r) => void (r.checkouts as Checkout[]).splice(accepted, 1)],
+      [
+        'cart-item-sold-once',
+        (_, f) => {
+          const copy = structuredClone(f.orders.get(acceptedOrder(run).id)!)
+          f.orders.set(copy.id + 1_000_000, { ...copy, id: copy.id + 1_000_000 })
+        },
+      ],
+      ['refusal-true', (r) => void (r.checkouts[refused].outcome as { details: any }).details.shortages[0].available++],
+      [
+        'refusal-true',
+        (r) =>
+          void (r.checkouts as Checkout[]).push({
+            cartId: idle.cartId,
+            wants: idle.wants,
+            outcome: {
+              kind: 'refused',
+              status: 422,
+              code: 'WA004',
+              message: 'insufficient stock',
+              details: { shortages: [{ product_id: plenty.id, requested: 1, available: 0 }] },
+            },
+          }),
+      ],
+      ['no-deadlocks', (r, f) => void (f.deadlocks = r.deadlocksBefore! + 1)],
+    ]
+
+    const caught = new Set<string>()
+    for (const [invariant, change] of cases) {
+      const found = tampered(change)
+      expect({ invariant, found: found.has(invariant) }).toEqual({ invariant, found: true })
+      caught.add(invariant)
+    }
+    expect([...caught].sort()).toEqual(INVARIANTS.map((i) => i.name).sort())
+  })
+
+  it('reaches the same verdict through the API, and sees a restock behind its back there too', async () => {
+    const { run, plenty } = await cleanRace()
+    const http = httpChannel()
+    try {
+      const verdict = judge(run, await fetchFacts(http.baseUrl!, run))
+      expectClean(verdict)
+      expect(verdict.source).toBe('api')
+      expect(verdict.notes).toHaveLength(1)
+      expect(verdict.products).toEqual(judge(run, await readFacts(sql, run)).products)
+
+      await sql`update public.products set stock = stock + 1 where id = ${plenty.id}`
+      const tampered = judge(run, await fetchFacts(http.baseUrl!, run))
+      expect(tampered.violations.map((v) => [v.invariant, v.productId])).toEqual([['stock-conserved', plenty.id]])
+    } finally {
+      await http.close()
+    }
+  })
+})

@@ -1,0 +1,129 @@
+import { expect } from 'bun:test'
+import { createApp } from '../../src/app'
+import { createSql, type Sql } from '../../src/db/client'
+import { outcomeOfHttp, outcomeOfSql, type OrderDocument, type Outcome, type Verdict } from '../../src/proof/invariants'
+import { apiSql, testDatabaseUrl } from './db'
+import { newUserId } from './fixtures'
+
+/** The verdict holds: on failure bun prints every violation. */
+export function expectClean(verdict: Verdict) {
+  expect(verdict.violations).toEqual([])
+  expect(verdict.ok).toBe(true)
+}
+
+/** An add_cart_item as a client saw it: the line it landed on and that line's quantity after the add. */
+export type Added = { ok: true; itemId: number; quantity: number } | { ok: false; outcome: Outcome }
+
+/**
+ * How a scenario reaches the service: over real HTTP to a listening app, or
+ * straight to the SQL functions from many connections, both as waitress_api.
+ */
+export interface Channel {
+  name: string
+  /** Where the HTTP channel's server listens. */
+  baseUrl?: string
+  checkout(cartId: number): Promise<Outcome>
+  addItem(cartId: number, productId: number, quantity: number): Promise<Added>
+  close(): Promise<void>
+}
+
+export function httpChannel(): Channel {
+  const server = createApp(apiSql()).listen({ port: 0, hostname: '127.0.0.1' })
+  const baseUrl = `http://127.0.0.1:${server.server!.port}`
+  const post = async (path: string, body?: unknown) => {
+    try {
+      const response = await fetch(`${baseUrl}${path}`, {
+        method: 'POST',
+        headers: body === undefined ? {} : { 'content-type': 'application/json' },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      })
+      return { status: response.status, body: (await response.json()) as any }
+    } catch (error) {
+      return { status: 0, body: { error: String(error) } }
+    }
+  }
+  return {
+    name: 'HTTP',
+    baseUrl,
+    async checkout(cartId) {
+      const { status, body } = await post(`/carts/${cartId}/checkout`)
+      return outcomeOfHttp(status, body)
+    },
+    async addItem(cartId, productId, quantity) {
+      const { status, body } = await post('/carts/items', { cart_id: cartId, product_id: productId, quantity })
+      return status === 201 ? { ok: true, itemId: body.data.id, quantity: body.data.quantity } : { ok: false, outcome: outcomeOfHttp(status, body) }
+    },
+    close: async () => {
+      await server.stop()
+    },
+  }
+}
+
+export function sqlChannel(connections = 40): Channel {
+  const sql = createSql(testDatabaseUrl(), { max: connections, role: 'waitress_api' })
+  return {
+    name: 'SQL',
+    checkout: (cartId) => outcomeOfSql(async () => (await sql<{ o: OrderDocument }[]>`select o from public.place_order(${cartId}) o`).map((row) => row.o)),
+    async addItem(cartId, productId, quantity) {
+      try {
+        const [item] = await sql<{ id: number; quantity: number }[]>`select id, quantity from public.add_cart_item(${cartId}, ${productId}, ${quantity})`
+        return { ok: true, itemId: item.id, quantity: item.quantity }
+      } catch (error) {
+        return { ok: false, outcome: await outcomeOfSql(() => Promise.reject(error)) }
+      }
+    },
+    close: () => sql.end({ timeout: 5 }),
+  }
+}
+
+export const randomInt = (min: number, max: number) => min + Math.floor(Math.random() * (max - min + 1))
+export const shuffled = <T>(items: readonly T[]) =>
+  items
+    .map((item) => [Math.random(), item] as const)
+    .sort((a, b) => a[0] - b[0])
+    .map(([, item]) => item)
+
+export interface Buyer {
+  cartId: number
+  userId: number
+  /** Product id → quantity, in the order the lines were added. */
+  wants: Map<number, number>
+}
+
+/**
+ * Many buyers' carts in two statements: a cart per new user, then every
+ * line through add_cart_item, in the order given (so a cart's item ids
+ * follow the order its products were listed in, not their ids).
+ */
+export async function buyersWith(sql: Sql, carts: [productId: number, quantity: number][][]): Promise<Buyer[]> {
+  const userIds = carts.map(() => newUserId())
+  const rows = await sql<{ id: number }[]>`
+    select c.id from unnest(${userIds}::bigint[]) with ordinality as u(user_id, n)
+    cross join lateral public.cart_for_user(u.user_id) c
+     order by u.n`
+  const lines = carts.flatMap((lines, i) => lines.map(([productId, quantity]) => [rows[i].id, productId, quantity]))
+  await sql`
+    select public.add_cart_item(l.cart_id, l.product_id, l.quantity)
+      from unnest(${lines.map((l) => l[0])}::bigint[], ${lines.map((l) => l[1])}::bigint[], ${lines.map((l) => l[2])}::int[])
+           with ordinality as l(cart_id, product_id, quantity, n)
+     order by l.n`
+  return carts.map((lines, i) => ({ cartId: rows[i].id, userId: userIds[i], wants: new Map(lines) }))
+}
+
+/** Resolves for everyone once `parties` callers are waiting: a start line inside a race. */
+export function barrier(parties: number): () => Promise<void> {
+  let arrived = 0
+  let open!: () => void
+  const opened = new Promise<void>((resolve) => (open = resolve))
+  return () => {
+    if (++arrived >= parties) open()
+    return opened
+  }
+}
+
+/** A promise with its resolve function, for stepping sessions by hand. */
+export function signal<T = void>() {
+  let resolve!: (value: T) => void
+  const promise = new Promise<T>((r) => (resolve = r))
+  return { promise, resolve }
+}
