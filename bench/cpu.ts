@@ -1,0 +1,95 @@
+/**
+ * CPU time of processes from /proc (Linux), in milliseconds.
+ *
+ * A process's utime + stime (fields 14 and 15 of /proc/<pid>/stat) cover all
+ * of its threads. The database's CPU is the postmaster's own, plus that of
+ * every live child (backends, WAL writer, checkpointer, autovacuum, …), plus
+ * the postmaster's cutime + cstime: the time of children that have already
+ * exited and been reaped. So a backend that ends during a cell still counts.
+ */
+import { readdirSync, readFileSync } from 'node:fs'
+
+export interface ProcStat {
+  pid: number
+  comm: string
+  ppid: number
+  /** Clock ticks. */
+  utime: number
+  stime: number
+  cutime: number
+  cstime: number
+}
+
+/** Parses one /proc/<pid>/stat line; comm may contain spaces and parentheses. */
+export function parseStat(line: string): ProcStat {
+  const open = line.indexOf('(')
+  const close = line.lastIndexOf(')')
+  const fields = line.slice(close + 2).split(' ')
+  // fields[0] is field 3 (state) of proc(5).
+  return {
+    pid: Number(line.slice(0, open).trim()),
+    comm: line.slice(open + 1, close),
+    ppid: Number(fields[1]),
+    utime: Number(fields[11]),
+    stime: Number(fields[12]),
+    cutime: Number(fields[13]),
+    cstime: Number(fields[14]),
+  }
+}
+
+export function readStat(pid: number): ProcStat | undefined {
+  try {
+    return parseStat(readFileSync(`/proc/${pid}/stat`, 'utf8'))
+  } catch {
+    return undefined
+  }
+}
+
+let ticksPerSecond: number | undefined
+
+/** CLK_TCK: the unit of the times in /proc/<pid>/stat (100 on every usual Linux). */
+export function clockTicks(): number {
+  if (ticksPerSecond === undefined) {
+    try {
+      const out = Bun.spawnSync(['getconf', 'CLK_TCK']).stdout.toString().trim()
+      ticksPerSecond = Number(out) > 0 ? Number(out) : 100
+    } catch {
+      ticksPerSecond = 100
+    }
+  }
+  return ticksPerSecond
+}
+
+const toMs = (ticks: number) => (ticks * 1000) / clockTicks()
+
+/** CPU time of one process (all its threads and reaped children), or NaN when it is gone. */
+export function processCpuMs(pid: number): number {
+  const stat = readStat(pid)
+  return stat ? toMs(stat.utime + stat.stime + stat.cutime + stat.cstime) : Number.NaN
+}
+
+/** CPU time of a PostgreSQL server: the postmaster, its live children and its reaped children. */
+export function postgresCpuMs(postmasterPid: number): number {
+  const postmaster = readStat(postmasterPid)
+  if (!postmaster) return Number.NaN
+  let ticks = postmaster.utime + postmaster.stime + postmaster.cutime + postmaster.cstime
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue
+    const stat = readStat(Number(entry))
+    if (stat && stat.ppid === postmasterPid) ticks += stat.utime + stat.stime
+  }
+  return toMs(ticks)
+}
+
+/**
+ * The postmaster of the backend with this pid (from `select pg_backend_pid()`),
+ * when that server runs on this machine and /proc shows it; else undefined
+ * (a remote DATABASE_URL: the database's CPU is then not measured).
+ */
+export function postmasterOf(backendPid: number): number | undefined {
+  const backend = readStat(backendPid)
+  if (!backend || !/postgres/.test(backend.comm)) return undefined
+  const parent = readStat(backend.ppid)
+  if (!parent || !/postgres|postmaster/.test(parent.comm)) return undefined
+  return parent.pid
+}
