@@ -32,7 +32,10 @@ export const MODE_INFO: Record<Mode, { label: string; what: string; color: strin
   },
   bare: {
     label: '(d) bare UPDATE',
-    what: '`update products set stock = stock - 1 where id = $1 and stock >= 1` and nothing else, one connection per buyer',
+    what:
+      '`update products set stock = stock - 1 where id = $1 and stock >= 1` and nothing else, one connection per buyer, ' +
+      'on a product of its own; in the multi-line scenario, 2 to 5 of its own 5 products decremented in one statement, ' +
+      'locked in id order (`with locked as (select … order by id for no key update) update …`)',
     color: '#7f7f7f',
     dash: '6 4',
   },
