@@ -299,8 +299,9 @@ async function runCell(ctx: Context, repeat: number, scenario: Scenario, mode: M
   for (let attempt = 1; ; attempt++) {
     let buyers: Buyer[] = []
     if (mode !== 'bare') {
-      const rate = ctx.rates.get(key) ?? FIRST_RATE_GUESS
-      const needed = Math.ceil(rate * 1.5 * (options.warmup + options.seconds) + 2 * concurrency + 100)
+      // Buyers are cheap and the machine is noisy: three times the best rate seen, at least 1,000/s.
+      const rate = Math.max(1000, ctx.rates.get(key) ?? FIRST_RATE_GUESS)
+      const needed = Math.ceil(rate * 3 * (options.warmup + options.seconds) + 2 * concurrency + 100)
       await pool.ensure(needed)
       buyers = pool.peek(needed)
     }
