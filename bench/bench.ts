@@ -18,9 +18,9 @@ import { freePort, startEmbeddedPostgres } from '../src/db/embedded'
 import { migrate } from '../src/db/migrate'
 import { loadConfig } from '../src/config'
 import { renderChart } from './chart'
-import { postgresCpuMs, postmasterOf, processCpuMs } from './cpu'
+import { machineBusyMs, postgresCpuMs, postmasterOf, processCpuMs } from './cpu'
 import { BENCH_SELLER_ID, BENCH_STOCK, BuyerPool, createBenchProducts } from './fixtures'
-import { aggregate, fmtMs, fmtRate, renderMarkdown, targets, type CellResult, type Machine, type Options } from './report'
+import { aggregate, fmtMs, fmtRate, otherCores, renderMarkdown, targets, type CellResult, type Machine, type Options } from './report'
 import { MODES, SCENARIOS, type Buyer, type LoadConfig, type LoadResult, type Mode, type Scenario } from './types'
 
 const REPO = resolve(import.meta.dir, '..')
@@ -232,7 +232,7 @@ export async function main(args: string[]): Promise<void> {
         `[${index + 1}/${plan.length}] r${step.repeat} ${step.scenario} ${step.mode} @${step.concurrency}: ` +
           `${fmtRate(cell.rate)} orders/s, p99 ${fmtMs(cell.p99)} ms, ` +
           `${cell.ok ? Math.round((((cell.cpuMs.service ?? 0) + (cell.cpuMs.db ?? Number.NaN)) * 1000) / cell.ok) : '—'} µs CPU/order, ` +
-          `${Object.values(cell.errors).reduce((a, b) => a + b, 0)} errors, invariants ${cell.problems.length ? `FAILED: ${cell.problems.join('; ')}` : 'held'}`,
+          `${Object.values(cell.errors).reduce((a, b) => a + b, 0)} errors, other load ${otherCores(cell).toFixed(2)} cores, invariants ${cell.problems.length ? `FAILED: ${cell.problems.join('; ')}` : 'held'}`,
       )
     }
 
@@ -387,6 +387,7 @@ async function drive(
       service: processCpuMs(ctx.servicePid),
       db: ctx.postmasterPid ? postgresCpuMs(ctx.postmasterPid) : Number.NaN,
       client: processCpuMs(child.pid),
+      machine: machineBusyMs(),
     })
     const start = snapshot()
     say('go')
@@ -402,6 +403,7 @@ async function drive(
         service: config.mode.startsWith('http') ? diff(start.service, end.service) : null,
         db: diff(start.db, end.db),
         client: diff(start.client, end.client) ?? Number.NaN,
+        machine: diff(start.machine, end.machine) ?? Number.NaN,
       },
     }
   } finally {

@@ -93,3 +93,19 @@ export function postmasterOf(backendPid: number): number | undefined {
   if (!parent || !/postgres|postmaster/.test(parent.comm)) return undefined
   return parent.pid
 }
+
+/**
+ * CPU time the whole machine spent busy, over all cores, from the first line
+ * of /proc/stat (user, nice, system, irq, softirq and steal: time the
+ * hypervisor gave to other guests). Less the processes measured, it shows how
+ * much else ran during a cell on a shared machine.
+ */
+export function machineBusyMs(): number {
+  try {
+    const line = readFileSync('/proc/stat', 'utf8').split('\n')[0]
+    const [user, nice, system, _idle, _iowait, irq, softirq, steal] = line.trim().split(/\s+/).slice(1).map(Number)
+    return toMs(user + nice + system + irq + softirq + (steal || 0))
+  } catch {
+    return Number.NaN
+  }
+}

@@ -13,8 +13,12 @@ export interface CellResult extends Omit<LoadResult, 'used' | 'exhausted'> {
   concurrency: number
   /** Successful orders per second of the measured phase. */
   rate: number
-  /** CPU time in ms over the measured phase; service is null for the modes that bypass it, db null when not measurable. */
-  cpuMs: { service: number | null; db: number | null; client: number }
+  /**
+   * CPU time in ms over the measured phase; service is null for the modes that
+   * bypass it, db null when not measurable; machine is the whole machine's busy
+   * time over all cores (/proc/stat).
+   */
+  cpuMs: { service: number | null; db: number | null; client: number; machine: number }
   /** Stock, orders and ledger read back after the cell: empty when all held. */
   problems: string[]
 }
@@ -62,7 +66,15 @@ export interface Aggregate {
   attempts: number
   /** Medians of CPU µs per order; service null when the mode bypasses it; db null when not measured. */
   cpuUs: { total: number | null; service: number | null; db: number | null; client: number }
+  /** Median cores used by everything else on the machine during the cells (other processes, steal). */
+  otherCores: number
   problems: string[]
+}
+
+/** Cores the rest of the machine used during a cell: busy time less the service, the database and the load generator. */
+export function otherCores(cell: CellResult): number {
+  const ours = (cell.cpuMs.service ?? 0) + (cell.cpuMs.db ?? 0) + cell.cpuMs.client
+  return Math.max(0, cell.cpuMs.machine - ours) / cell.elapsedMs
 }
 
 const perOrderUs = (ms: number | null, orders: number) => (ms === null || !Number.isFinite(ms) || orders === 0 ? Number.NaN : (ms * 1000) / orders)
@@ -100,6 +112,7 @@ export function aggregate(cells: CellResult[]): Aggregate[] {
         db: orNull(median(db)),
         client: median(group.map((c) => perOrderUs(c.cpuMs.client, c.ok))),
       },
+      otherCores: median(group.map(otherCores)),
       problems: group.flatMap((c) => c.problems.map((p) => `repeat ${c.repeat}: ${p}`)),
     }
   })
@@ -234,8 +247,8 @@ export function renderMarkdown(input: {
   for (const scenario of options.scenarios) {
     push(`## Results: ${SCENARIO_INFO[scenario].title.toLowerCase()}`, '')
     push(
-      '| mode | buyers | orders/s | orders/s of each repeat | p50 ms | p95 ms | p99 ms | errors | CPU µs/order (service + db) | service | db | load generator (not counted) | invariants |',
-      '| --- | ---: | ---: | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- |',
+      '| mode | buyers | orders/s | orders/s of each repeat | p50 ms | p95 ms | p99 ms | errors | CPU µs/order (service + db) | service | db | load generator (not counted) | other load, cores | invariants |',
+      '| --- | ---: | ---: | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |',
     )
     for (const mode of modes)
       for (const concurrency of options.concurrency) {
@@ -244,6 +257,7 @@ export function renderMarkdown(input: {
         push(
           `| ${MODE_INFO[mode].label} | ${concurrency} | **${fmtRate(a.rate)}** | ${a.rates.map(fmtRate).join(', ')} | ${fmtMs(a.p50)} | ${fmtMs(a.p95)} | ${fmtMs(a.p99)} | ` +
             `${fmtErrors(a.errors, a.attempts)} | **${fmtUs(a.cpuUs.total)}** | ${fmtUs(a.cpuUs.service)} | ${fmtUs(a.cpuUs.db)} | ${fmtUs(a.cpuUs.client)} | ` +
+            `${Number.isFinite(a.otherCores) ? a.otherCores.toFixed(2) : '—'} | ` +
             `${a.problems.length ? `**FAILED** (${a.problems.length})` : 'held'} |`,
         )
       }
@@ -284,7 +298,10 @@ export function renderMarkdown(input: {
     '- CPU from `/proc/<pid>/stat` (utime + stime, all threads): the service process; and the database = the postmaster, ' +
       'every live child (backends, WAL writer, checkpointer, autovacuum) and the children that exited (the postmaster\'s ' +
       'cutime + cstime). Per order = CPU of the cell / successful orders. The load generator\'s CPU is shown but not counted; ' +
-      `on ${machine.nproc} cores it competes with the service and the database, as the service's clients would.`,
+      `on ${machine.nproc} cores it competes with the service and the database, as the service's clients would. ` +
+      '"Other load" is the machine\'s busy time (/proc/stat, all cores, steal included) less the service, the database and ' +
+      'the load generator, in cores: what else ran during the cell. Where it is high, the cell had less of the machine, ' +
+      'and CPU per order rises too (lock holders preempted, spinning waiters, fewer commits per WAL flush).',
     '- Buyers are created before the cells in bulk (a cart each with open lines), enough that a cell never runs out; ' +
       'a buyer is used once. The products have stock 1,000,000,000 and are created with `create_product`, so the ledger ' +
       'holds their initial stock; modes (a)–(c) of a scenario sell the same products; (d) decrements products of its own.',

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'bun:test'
 import { baselineCheckout } from '../bench/baseline'
 import { parseOptions } from '../bench/bench'
 import { niceStep, renderChart } from '../bench/chart'
-import { parseStat, postgresCpuMs, postmasterOf, processCpuMs } from '../bench/cpu'
+import { machineBusyMs, parseStat, postgresCpuMs, postmasterOf, processCpuMs } from '../bench/cpu'
 import { BuyerPool, cartLines } from '../bench/fixtures'
 import { aggregate, renderMarkdown, targets, type CellResult, type Machine } from '../bench/report'
 import { median, quantile } from '../bench/stats'
@@ -26,6 +26,7 @@ describe('bench: CPU from /proc', () => {
     expect(spin).toBeGreaterThan(0)
     expect(processCpuMs(process.pid)).toBeGreaterThanOrEqual(first)
     expect(processCpuMs(2 ** 30)).toBeNaN()
+    expect(machineBusyMs()).toBeGreaterThanOrEqual(processCpuMs(process.pid))
 
     const [{ pid }] = await testSql()`select pg_backend_pid() as pid`
     const postmaster = postmasterOf(pid)
@@ -147,7 +148,7 @@ describe('bench: report', () => {
     p95: 50,
     p99: mode === 'http' ? 120 : 900,
     max: 1000,
-    cpuMs: { service: mode.startsWith('http') ? rate * 0.5 : null, db: rate * 1.5, client: rate * 0.1 },
+    cpuMs: { service: mode.startsWith('http') ? rate * 0.5 : null, db: rate * 1.5, client: rate * 0.1, machine: rate * 2.1 + 500 },
     problems: [],
   })
   const cells = [
@@ -163,6 +164,7 @@ describe('bench: report', () => {
     expect(http.rates).toEqual([900, 1000, 5000])
     expect(http.errors).toEqual({ 'HTTP 503': 3 })
     expect(http.cpuUs).toMatchObject({ total: 2000, service: 500, db: 1500 })
+    expect(http.otherCores).toBeCloseTo(0.5)
     expect(aggregate(cells).find((a) => a.mode === 'direct')!.cpuUs.service).toBeNull()
   })
 
