@@ -18,7 +18,7 @@ import { freePort, startEmbeddedPostgres } from '../src/db/embedded'
 import { migrate } from '../src/db/migrate'
 import { loadConfig } from '../src/config'
 import { renderChart } from './chart'
-import { machineBusyMs, postgresCpuMs, postmasterOf, processCpuMs } from './cpu'
+import { machineBusyMs, postmasterOf, treeCpuMs } from './cpu'
 import { BENCH_SELLER_ID, BENCH_STOCK, BuyerPool, createBenchProducts } from './fixtures'
 import { aggregate, fmtMs, fmtRate, otherCores, renderMarkdown, targets, type CellResult, type Machine, type Options } from './report'
 import { MODES, SCENARIOS, type Buyer, type LoadConfig, type LoadResult, type Mode, type Scenario } from './types'
@@ -383,12 +383,10 @@ async function drive(
     }
     await nextEvent(events, 'ready', (config.warmupSeconds + 60) * 1000)
     await atReady()
-    const snapshot = () => ({
-      service: processCpuMs(ctx.servicePid),
-      db: ctx.postmasterPid ? postgresCpuMs(ctx.postmasterPid) : Number.NaN,
-      client: processCpuMs(child.pid),
-      machine: machineBusyMs(),
-    })
+    const snapshot = () => {
+      const [service, db, client] = treeCpuMs([ctx.servicePid, ctx.postmasterPid ?? -1, child.pid])
+      return { service, db, client, machine: machineBusyMs() }
+    }
     const start = snapshot()
     say('go')
     const done = await nextEvent(events, 'done', (config.seconds + 120) * 1000)

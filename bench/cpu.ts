@@ -2,10 +2,11 @@
  * CPU time of processes from /proc (Linux), in milliseconds.
  *
  * A process's utime + stime (fields 14 and 15 of /proc/<pid>/stat) cover all
- * of its threads. The database's CPU is the postmaster's own, plus that of
- * every live child (backends, WAL writer, checkpointer, autovacuum, …), plus
- * the postmaster's cutime + cstime: the time of children that have already
- * exited and been reaped. So a backend that ends during a cell still counts.
+ * of its threads; cutime + cstime (16, 17) the children it has reaped. The
+ * database's CPU is the postmaster's tree: its own, that of every live child
+ * (backends, WAL writer, checkpointer, autovacuum, …) and of the children that
+ * already exited. So a backend that ends during a cell still counts, and a
+ * service that forks workers is counted whole.
  */
 import { readdirSync, readFileSync } from 'node:fs'
 
@@ -68,17 +69,35 @@ export function processCpuMs(pid: number): number {
   return stat ? toMs(stat.utime + stat.stime + stat.cutime + stat.cstime) : Number.NaN
 }
 
-/** CPU time of a PostgreSQL server: the postmaster, its live children and its reaped children. */
-export function postgresCpuMs(postmasterPid: number): number {
-  const postmaster = readStat(postmasterPid)
-  if (!postmaster) return Number.NaN
-  let ticks = postmaster.utime + postmaster.stime + postmaster.cutime + postmaster.cstime
+/**
+ * CPU time of each process tree: the process, all its live descendants, and
+ * the children each of them has reaped (cutime + cstime), NaN for a process
+ * that is gone. For PostgreSQL, the tree of the postmaster is the whole
+ * server: backends, WAL writer, checkpointer, autovacuum, and the backends
+ * that have exited. One scan of /proc serves every root.
+ */
+export function treeCpuMs(rootPids: number[]): number[] {
+  const byParent = new Map<number, ProcStat[]>()
+  const byPid = new Map<number, ProcStat>()
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue
     const stat = readStat(Number(entry))
-    if (stat && stat.ppid === postmasterPid) ticks += stat.utime + stat.stime
+    if (!stat) continue
+    byPid.set(stat.pid, stat)
+    byParent.set(stat.ppid, [...(byParent.get(stat.ppid) ?? []), stat])
   }
-  return toMs(ticks)
+  return rootPids.map((rootPid) => {
+    const root = byPid.get(rootPid)
+    if (!root) return Number.NaN
+    let ticks = 0
+    const stack = [root]
+    while (stack.length) {
+      const stat = stack.pop()!
+      ticks += stat.utime + stat.stime + stat.cutime + stat.cstime
+      stack.push(...(byParent.get(stat.pid) ?? []))
+    }
+    return toMs(ticks)
+  })
 }
 
 /**

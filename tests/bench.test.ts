@@ -2,7 +2,7 @@ import { describe, expect, it } from 'bun:test'
 import { baselineCheckout } from '../bench/baseline'
 import { parseOptions } from '../bench/bench'
 import { niceStep, renderChart } from '../bench/chart'
-import { machineBusyMs, parseStat, postgresCpuMs, postmasterOf, processCpuMs } from '../bench/cpu'
+import { machineBusyMs, parseStat, postmasterOf, processCpuMs, treeCpuMs } from '../bench/cpu'
 import { BuyerPool, cartLines } from '../bench/fixtures'
 import { aggregate, renderMarkdown, targets, type CellResult, type Machine } from '../bench/report'
 import { median, quantile } from '../bench/stats'
@@ -31,9 +31,14 @@ describe('bench: CPU from /proc', () => {
     const [{ pid }] = await testSql()`select pg_backend_pid() as pid`
     const postmaster = postmasterOf(pid)
     expect(postmaster).toBeNumber()
-    const before = postgresCpuMs(postmaster!)
+    const [before] = treeCpuMs([postmaster!])
     await testSql()`select count(*) from generate_series(1, 200000)`
-    expect(postgresCpuMs(postmaster!)).toBeGreaterThanOrEqual(before)
+    const [after, gone] = treeCpuMs([postmaster!, 2 ** 30])
+    expect(after).toBeGreaterThanOrEqual(before)
+    expect(gone).toBeNaN()
+    // A tree counts at least its root.
+    const own = processCpuMs(process.pid)
+    expect(treeCpuMs([process.pid])[0]).toBeGreaterThanOrEqual(own)
   })
 })
 
