@@ -23,6 +23,8 @@ export async function startEmbeddedPostgres(options: {
   port?: number
   persistent?: boolean
   log?: (line: string) => void
+  /** More server settings, e.g. `['-c', 'max_connections=400']`; they follow (and win over) the defaults. */
+  postgresFlags?: string[]
 }): Promise<EmbeddedServer> {
   const dataDir = resolve(options.dataDir)
   const port = options.port || (await freePort())
@@ -40,7 +42,7 @@ export async function startEmbeddedPostgres(options: {
     createPostgresUser: asRoot,
     onLog: options.log ?? (() => {}),
     onError: (error) => options.log?.(String(error)),
-    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories='],
+    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', ...(options.postgresFlags ?? [])],
   })
   if (!existsSync(resolve(dataDir, 'PG_VERSION'))) await server.initialise()
   await server.start().catch(() => {

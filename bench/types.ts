@@ -1,0 +1,111 @@
+/**
+ * What the orchestrator (bench.ts) and the load-generator processes
+ * (load-http.ts, load-sql.ts) say to each other, and what each mode is.
+ */
+
+export const MODES = ['http', 'http-flash', 'direct', 'baseline', 'bare'] as const
+export type Mode = (typeof MODES)[number]
+
+export const SCENARIOS = ['hot', 'multi'] as const
+export type Scenario = (typeof SCENARIOS)[number]
+
+export const MODE_INFO: Record<Mode, { label: string; what: string; color: string; dash?: string }> = {
+  http: {
+    label: '(a) HTTP',
+    what: '`POST /orders {buyer_id, cart_item_ids}` through the service (flash-sale mode off)',
+    color: '#1f77b4',
+  },
+  'http-flash': {
+    label: '(a) HTTP flash-sale',
+    what: 'the same requests with the products in flash-sale mode (`set_flash_sale(id, true)`)',
+    color: '#9467bd',
+  },
+  direct: {
+    label: '(b) direct place_order',
+    what: '`select o from place_order(cart_id, item_ids) o` over SQL, as `waitress_api`, one connection per buyer',
+    color: '#2ca02c',
+  },
+  baseline: {
+    label: '(c) baseline client-side tx',
+    what: "the original service's transaction, several round trips (bench/baseline.ts), one connection per buyer",
+    color: '#d62728',
+  },
+  bare: {
+    label: '(d) bare UPDATE',
+    what:
+      '`update products set stock = stock - 1 where id = $1 and stock >= 1` and nothing else, one connection per buyer, ' +
+      'on a product of its own; in the multi-line scenario, 2 to 5 of its own 5 products decremented in one statement, ' +
+      'locked in id order (`with locked as (select … order by id for no key update) update …`)',
+    color: '#7f7f7f',
+    dash: '6 4',
+  },
+}
+
+export const SCENARIO_INFO: Record<Scenario, { title: string; what: string }> = {
+  hot: {
+    title: 'One hot product',
+    what: 'every buyer has one cart line, 1 unit of the same product',
+  },
+  multi: {
+    title: '5-product multi-line carts',
+    what:
+      'every buyer has 2 to 5 lines (uniformly), 1 unit each, of 5 products of one seller, added to the cart in random order; ' +
+      'the order takes all of them',
+  },
+}
+
+/** A buyer prepared before a cell: one cart, open lines, each of quantity 1. */
+export interface Buyer {
+  buyerId: number
+  cartId: number
+  /** Cart item ids in the order they were added to the cart. */
+  itemIds: number[]
+  /** The product of each line, same order as itemIds. */
+  productIds: number[]
+}
+
+/** Written to a file by the orchestrator; the load process reads it at start. */
+export interface LoadConfig {
+  mode: Mode
+  scenario: Scenario
+  concurrency: number
+  warmupSeconds: number
+  seconds: number
+  /** The service, for the HTTP modes. */
+  serviceUrl?: string
+  /** The database, for the SQL modes. */
+  databaseUrl?: string
+  /** Buyers to take in order, one per attempt (modes other than bare). */
+  buyers: Buyer[]
+  /** The products a bare UPDATE decrements (bare mode). */
+  productIds: number[]
+}
+
+/** What one attempt came to. */
+export interface Outcome {
+  ok: boolean
+  /** Units sold (stock taken) when ok. */
+  units: number
+  /** A short, stable kind when not ok: "HTTP 422 WA004", "40P01 deadlock_detected", … */
+  error?: string
+}
+
+/** The load process's report of the measured phase. */
+export interface LoadResult {
+  /** Successful orders (or successful bare updates). */
+  ok: number
+  units: number
+  attempts: number
+  errors: Record<string, number>
+  /** From the start signal to the last completion (requests still running at the deadline are waited for). */
+  elapsedMs: number
+  /** Latency of every attempt of the measured phase, ok or not, in ms. */
+  p50: number
+  p95: number
+  p99: number
+  max: number
+  /** Buyers taken, warm-up included: the orchestrator never hands them out again. */
+  used: number
+  /** Ran out of buyers: the cell is void and is run again with more. */
+  exhausted: boolean
+}
