@@ -80,7 +80,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     embeddedDataDir: env.EMBEDDED_PG_DIR || '.data/postgres',
     embeddedPort: integer(env, 'EMBEDDED_PG_PORT', 0, 0, 65535),
     migrateOnStart: boolean(env, 'MIGRATE_ON_START', true),
-    dbPoolMax: integer(env, 'DB_POOL_MAX', 10, 1, 1000),
+    dbPoolMax: integer(env, 'DB_POOL_MAX', 4, 1, 1000),
     dbRole: env.DB_ROLE === undefined ? 'waitress_api' : env.DB_ROLE || undefined,
     dbStatementTimeoutMs: durationMs(env, 'DB_STATEMENT_TIMEOUT', 5_000),
     dbLockTimeoutMs: durationMs(env, 'DB_LOCK_TIMEOUT', 2_000),

@@ -19,7 +19,7 @@ describe('configuration', () => {
       embeddedDataDir: '.data/postgres',
       embeddedPort: 0,
       migrateOnStart: true,
-      dbPoolMax: 10,
+      dbPoolMax: 4,
       dbRole: 'waitress_api',
       dbStatementTimeoutMs: 5000,
       dbLockTimeoutMs: 2000,
