@@ -28,6 +28,10 @@ export function createSql(url: string, options: SqlOptions = {}): Sql {
   if (options.idleInTransactionTimeoutMs) limits.idle_in_transaction_session_timeout = String(options.idleInTransactionTimeoutMs)
   return postgres(url, {
     max: options.max ?? 10,
+    // Seconds before a connection tries again after failing to connect.
+    // postgres.js's default grows to 20 s, so a restarted server would wait
+    // that long for the pool to notice; this stays under a second.
+    backoff: (retries: number) => (0.5 + Math.random() / 2) * Math.min(3 ** retries / 100, 1),
     onnotice: () => {},
     connection: {
       application_name: options.applicationName ?? 'waitress',
