@@ -241,7 +241,7 @@ describe('faults in the middle of a race', () => {
       const viaProxy = new URL(upstream)
       viaProxy.port = String(proxy.port)
       const statementTimeoutMs = 1_000
-      const { baseUrl, applicationName } = await service(viaProxy.toString(), { DB_STATEMENT_TIMEOUT: `${statementTimeoutMs}ms` })
+      const { baseUrl, applicationName, child } = await service(viaProxy.toString(), { DB_STATEMENT_TIMEOUT: `${statementTimeoutMs}ms` })
 
       // Latency alone: slower, still correct, and no request fails.
       proxy.latencyMs = 20
@@ -267,6 +267,9 @@ describe('faults in the middle of a race', () => {
         expect(reply.ms).toBeLessThan(statementTimeoutMs + 3_000)
       }
       console.log(`[faults] proxy latency 3 s, then reset: replies in ${[...slow, ...cut].map((r) => Math.round(r.ms)).join(', ')} ms`)
+
+      // Still the same process: a failed cancel request on a cut connection once crashed it (an unhandled rejection).
+      expect(child.exitCode).toBeNull()
 
       // The network heals: the service does too, by itself.
       proxy.resetAll()

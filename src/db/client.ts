@@ -99,10 +99,25 @@ function withDeadline<T>(query: postgres.PendingQuery<postgres.Row[]> & Promise<
   let timer: ReturnType<typeof setTimeout> | undefined
   const deadline = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
-      // Best effort: PostgreSQL may never get the cancel request (that is what is slow).
-      void Promise.resolve(query.cancel()).catch(() => {})
+      cancelQuietly(query)
       reject(new DatabaseBusyError('query_timeout'))
     }, timeoutMs)
   })
   return Promise.race([query, deadline]).finally(() => clearTimeout(timer))
+}
+
+/**
+ * query.cancel(), minus the crash: postgres.js 3.4 drops the promise of the
+ * cancel request it sends on a new connection, so a cancel request that
+ * fails (a reset, the very network that is slow) is an unhandled rejection,
+ * which ends the process. Calling its canceller directly keeps that promise.
+ * Best effort: PostgreSQL may never get the request; statement_timeout still
+ * bounds the statement there.
+ */
+function cancelQuietly(query: postgres.PendingQuery<postgres.Row[]>) {
+  const internal = query as unknown as { canceller?: ((query: unknown) => Promise<void>) | null }
+  const canceller = internal.canceller
+  if (typeof canceller !== 'function') return void query.cancel()
+  internal.canceller = null
+  canceller(query).catch(() => {})
 }
