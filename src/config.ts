@@ -21,6 +21,8 @@ export interface Config {
    * functions and read. Empty: the login's own privileges.
    */
   dbRole: string | undefined
+  /** The service's sessions show under this name in pg_stat_activity (operators and fault tests find them by it). */
+  dbApplicationName: string
   /** Session limits in milliseconds: a statement, a lock wait, an idle transaction. */
   dbStatementTimeoutMs: number
   dbLockTimeoutMs: number
@@ -82,6 +84,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     migrateOnStart: boolean(env, 'MIGRATE_ON_START', true),
     dbPoolMax: integer(env, 'DB_POOL_MAX', 4, 1, 1000),
     dbRole: env.DB_ROLE === undefined ? 'waitress_api' : env.DB_ROLE || undefined,
+    dbApplicationName: env.DB_APPLICATION_NAME || 'waitress',
     dbStatementTimeoutMs: durationMs(env, 'DB_STATEMENT_TIMEOUT', 5_000),
     dbLockTimeoutMs: durationMs(env, 'DB_LOCK_TIMEOUT', 2_000),
     dbIdleInTransactionTimeoutMs: durationMs(env, 'DB_IDLE_IN_TRANSACTION_TIMEOUT', 10_000),

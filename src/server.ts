@@ -7,6 +7,8 @@ import { createApp } from './app'
 import { startExpiryTimer } from './expiry'
 import { createLogger } from './observability/logger'
 
+const QUERY_TIMEOUT_MARGIN_MS = 1_000
+
 let config: ReturnType<typeof loadConfig>
 try {
   config = loadConfig()
@@ -33,12 +35,15 @@ if (!config.authJwtSecret)
 const pool = createSql(database.appUrl, {
   max: config.dbPoolMax,
   role: config.dbRole,
+  applicationName: config.dbApplicationName,
   statementTimeoutMs: config.dbStatementTimeoutMs,
   lockTimeoutMs: config.dbLockTimeoutMs,
   idleInTransactionTimeoutMs: config.dbIdleInTransactionTimeoutMs,
 })
 const gate = new Gate(config.dbPoolMax, config.dbQueueMax, config.dbQueueTimeoutMs)
-const sql = gated(pool, gate)
+// statement_timeout counts only the server's time; on a slow network give up
+// (and cancel) a second after it: the client gets 503, not a hang.
+const sql = gated(pool, gate, { queryTimeoutMs: config.dbStatementTimeoutMs > 0 ? config.dbStatementTimeoutMs + QUERY_TIMEOUT_MARGIN_MS : 0 })
 
 let accepting = true
 const app = createApp(sql, {

@@ -21,6 +21,7 @@ describe('configuration', () => {
       migrateOnStart: true,
       dbPoolMax: 4,
       dbRole: 'waitress_api',
+      dbApplicationName: 'waitress',
       dbStatementTimeoutMs: 5000,
       dbLockTimeoutMs: 2000,
       dbIdleInTransactionTimeoutMs: 10000,
@@ -43,6 +44,7 @@ describe('configuration', () => {
       purgeIntervalSeconds: 3600,
     })
     expect(loadConfig({ DB_ROLE: '' }).dbRole).toBeUndefined()
+    expect(loadConfig({ DB_APPLICATION_NAME: 'waitress-api-2' }).dbApplicationName).toBe('waitress-api-2')
   })
 
   it('refuses values it cannot use, naming the variable', () => {

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'bun:test'
 import { DatabaseBusyError, Gate } from '../src/db/gate'
 import { createSql, gated } from '../src/db/client'
 import { createApp } from '../src/app'
+import { FaultyProxy } from './support/proxy'
 import { testDatabaseUrl, testSql } from './support/db'
 import { addItem, cartFor, createProduct, stockOf } from './support/fixtures'
 
@@ -76,6 +77,53 @@ describe('the gated pool', () => {
       await pool.end()
       await sql`drop function public.test_flaky(integer, text)`
       await sql`drop sequence public.test_flaky_attempts`
+    }
+  })
+})
+
+describe('the client-side deadline', () => {
+  it('gives up on a statement not answered in time, cancels it, and the pool goes on', async () => {
+    const applicationName = `waitress-deadline-${process.pid}`
+    const pool = createSql(testDatabaseUrl(), { max: 1, applicationName })
+    const db = gated(pool, new Gate(1, 10, 1_000), { queryTimeoutMs: 300 })
+    try {
+      const started = performance.now()
+      const error = await db`select pg_sleep(10)`.catch((e) => e)
+      expect(error).toEqual(new DatabaseBusyError('query_timeout'))
+      expect(performance.now() - started).toBeLessThan(2_000)
+      // Cancelled, not left running: the pool's only connection answers again at once.
+      const [{ one }] = await db`select 1 as one`
+      expect(one).toBe(1)
+      const sleeping = await sql`select pid from pg_stat_activity where application_name = ${applicationName} and query like '%pg_sleep%' and state = 'active'`
+      expect(sleeping).toHaveLength(0)
+    } finally {
+      await pool.end({ timeout: 1 })
+    }
+  })
+
+  it('answers 503 with Retry-After, not a hang, when the network to the database is slow', async () => {
+    const product = await createProduct(sql, { stock: 5 })
+    const cart = await cartFor(sql)
+    await addItem(sql, cart.id, product.id, 1)
+    const url = new URL(testDatabaseUrl())
+    const proxy = await FaultyProxy.start(Number(url.port))
+    url.port = String(proxy.port)
+    const pool = createSql(url.toString(), { max: 2, role: 'waitress_api', statementTimeoutMs: 200 })
+    const app = createApp(gated(pool, new Gate(2, 10, 1_000), { queryTimeoutMs: 400 }))
+    try {
+      proxy.latencyMs = 600
+      const started = performance.now()
+      const response = await app.handle(new Request(`http://localhost/carts/${cart.id}/checkout`, { method: 'POST' }))
+      expect(response.status).toBe(503)
+      expect(response.headers.get('retry-after')).toBe('1')
+      expect(performance.now() - started).toBeLessThan(2_000)
+
+      proxy.latencyMs = 0
+      const retried = await app.handle(new Request(`http://localhost/carts/${cart.id}/checkout`, { method: 'POST' }))
+      expect(retried.status).toBe(201)
+    } finally {
+      await pool.end({ timeout: 1 })
+      await proxy.stop()
     }
   })
 })

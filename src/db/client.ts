@@ -1,5 +1,5 @@
 import postgres from 'postgres'
-import { Gate } from './gate'
+import { DatabaseBusyError, Gate } from './gate'
 
 export type Sql = postgres.Sql<{ bigint: number }>
 
@@ -12,6 +12,8 @@ export interface SqlOptions {
   statementTimeoutMs?: number
   lockTimeoutMs?: number
   idleInTransactionTimeoutMs?: number
+  /** application_name of every session (default waitress): how pg_stat_activity tells this pool's sessions apart. */
+  applicationName?: string
 }
 
 /**
@@ -26,9 +28,13 @@ export function createSql(url: string, options: SqlOptions = {}): Sql {
   if (options.idleInTransactionTimeoutMs) limits.idle_in_transaction_session_timeout = String(options.idleInTransactionTimeoutMs)
   return postgres(url, {
     max: options.max ?? 10,
+    // Seconds before a connection tries again after failing to connect.
+    // postgres.js's default grows to 20 s, so a restarted server would wait
+    // that long for the pool to notice; this stays under a second.
+    backoff: (retries: number) => (0.5 + Math.random() / 2) * Math.min(3 ** retries / 100, 1),
     onnotice: () => {},
     connection: {
-      application_name: 'waitress',
+      application_name: options.applicationName ?? 'waitress',
       TimeZone: 'UTC',
       ...limits,
       ...(options.role ? { role: options.role } : {}),
@@ -47,13 +53,28 @@ export function createSql(url: string, options: SqlOptions = {}): Sql {
 /** Serialization failures and deadlocks: the statement was rolled back and may simply run again. */
 const RETRYABLE = new Set(['40001', '40P01'])
 
+export interface GatedOptions {
+  /** Runs of a statement after a serialization failure or deadlock (default 3). */
+  retries?: number
+  /**
+   * Give up on a statement that has not answered within this many
+   * milliseconds (0: never): it is cancelled and fails with a
+   * DatabaseBusyError (503). statement_timeout only counts the server's own
+   * time; this bounds the wait when the network, not the server, is slow.
+   * Set it a little above the statement timeout.
+   */
+  queryTimeoutMs?: number
+}
+
 /**
  * The pool behind a Gate: every query (a tagged-template call) waits its turn
  * in the gate, and one that fails with a serialization failure or deadlock is
  * run again, at most `retries` times, after a random pause. Every API query
  * is a single statement, so running it again is safe.
  */
-export function gated(sql: Sql, gate: Gate, retries = 3): Sql {
+export function gated(sql: Sql, gate: Gate, options: GatedOptions = {}): Sql {
+  const retries = options.retries ?? 3
+  const queryTimeoutMs = options.queryTimeoutMs ?? 0
   const isQuery = (args: unknown[]) => Array.isArray(args[0]) && 'raw' in (args[0] as object)
   return new Proxy(sql, {
     apply(target, thisArg, args) {
@@ -61,7 +82,7 @@ export function gated(sql: Sql, gate: Gate, retries = 3): Sql {
       return gate.run(async () => {
         for (let attempt = 0; ; attempt++) {
           try {
-            return await Reflect.apply(target, thisArg, args)
+            return await withDeadline(Reflect.apply(target, thisArg, args) as postgres.PendingQuery<postgres.Row[]>, queryTimeoutMs)
           } catch (error) {
             if (attempt >= retries || !(error instanceof postgres.PostgresError) || !RETRYABLE.has(error.code)) throw error
             await Bun.sleep(5 + Math.random() * 20 * (attempt + 1))
@@ -70,4 +91,33 @@ export function gated(sql: Sql, gate: Gate, retries = 3): Sql {
       })
     },
   })
+}
+
+/** The query's answer, or a DatabaseBusyError (and a cancel request) once `timeoutMs` have passed without one. */
+function withDeadline<T>(query: postgres.PendingQuery<postgres.Row[]> & Promise<T>, timeoutMs: number): Promise<T> {
+  if (timeoutMs <= 0) return query
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      cancelQuietly(query)
+      reject(new DatabaseBusyError('query_timeout'))
+    }, timeoutMs)
+  })
+  return Promise.race([query, deadline]).finally(() => clearTimeout(timer))
+}
+
+/**
+ * query.cancel(), minus the crash: postgres.js 3.4 drops the promise of the
+ * cancel request it sends on a new connection, so a cancel request that
+ * fails (a reset, the very network that is slow) is an unhandled rejection,
+ * which ends the process. Calling its canceller directly keeps that promise.
+ * Best effort: PostgreSQL may never get the request; statement_timeout still
+ * bounds the statement there.
+ */
+function cancelQuietly(query: postgres.PendingQuery<postgres.Row[]>) {
+  const internal = query as unknown as { canceller?: ((query: unknown) => Promise<void>) | null }
+  const canceller = internal.canceller
+  if (typeof canceller !== 'function') return void query.cancel()
+  internal.canceller = null
+  canceller(query).catch(() => {})
 }

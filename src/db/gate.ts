@@ -9,8 +9,14 @@
  * more sessions queue on it inside PostgreSQL only adds lock traffic.
  */
 export class DatabaseBusyError extends Error {
-  constructor(readonly reason: 'queue_full' | 'queue_timeout') {
-    super(reason === 'queue_full' ? 'too many requests are waiting for the database' : 'waited too long for the database')
+  constructor(readonly reason: 'queue_full' | 'queue_timeout' | 'query_timeout') {
+    super(
+      reason === 'queue_full'
+        ? 'too many requests are waiting for the database'
+        : reason === 'queue_timeout'
+          ? 'waited too long for the database'
+          : 'the database did not answer in time',
+    )
   }
 }
 

@@ -69,6 +69,15 @@ export interface Run {
   expectedRefusals?: readonly string[]
   /** PostgreSQL's deadlock counter for the database before the run (see startRun). */
   deadlocksBefore?: number
+  /**
+   * The run injected faults (dropped connections, a restart, a slow network):
+   * a failed outcome is indefinite, the checkout may or may not have taken
+   * effect. Then a 503 or no answer is no violation, and an order no client
+   * was told about is allowed when every client of its cart got such a
+   * failure and the cart's orders sold exactly its items. A 500, a deadlock
+   * or a serialization failure is still a violation.
+   */
+  indefinite?: boolean
 }
 
 // ---------------------------------------------------------------- what the database holds
@@ -194,6 +203,10 @@ const show = (quantities: ReadonlyMap<number, number>) =>
 const describeOutcome = (outcome: Outcome) =>
   `${outcome.status || 'no answer'}${'code' in outcome && outcome.code ? ` ${outcome.code}` : ''}`
 
+/** A failure after which the client cannot know whether its checkout committed: a 503 or no answer. */
+const isIndefinite = (outcome: Outcome) =>
+  outcome.kind === 'failed' && (outcome.status === 503 || outcome.status === 0) && outcome.code !== '40P01' && outcome.code !== '40001'
+
 const linesEqual = (a: OrderLine[], b: OrderLine[]) =>
   a.length === b.length &&
   a.every((line, i) => {
@@ -215,7 +228,7 @@ export const INVARIANTS: readonly Invariant[] = [
     says: 'no 5xx, deadlock (40P01), serialization failure (40001) or lost request reached a client',
     check({ run }, violate) {
       for (const { cartId, outcome } of run.checkouts) {
-        if (outcome.kind !== 'failed') continue
+        if (outcome.kind !== 'failed' || (run.indefinite && isIndefinite(outcome))) continue
         const what =
           outcome.code === '40P01'
             ? 'a deadlock (40P01)'
@@ -349,10 +362,49 @@ export const INVARIANTS: readonly Invariant[] = [
   },
   {
     name: 'no-unreported-orders',
-    says: 'no order exists that no client was told about',
-    check({ facts, reported }, violate) {
-      for (const order of facts.orders.values())
-        if (!reported.has(order.id))
+    says: 'no order exists that no client was told about (with faults: unless its cart got only indefinite failures and the order is whole)',
+    check({ run, facts, reported, byCart }, violate) {
+      const unreported = [...facts.orders.values()].filter((order) => !reported.has(order.id))
+      // With faults, a checkout whose client got no definite answer may have
+      // committed: its orders are allowed if together they sold exactly its cart.
+      const excused = new Set<number>()
+      if (run.indefinite) {
+        const ordersOfCart = new Map<number, OrderRecord[]>()
+        for (const order of unreported) {
+          const carts = new Set(order.lines.map((line) => facts.cartItems.get(line.cartItemId)?.cartId))
+          const [cartId] = carts
+          if (carts.size !== 1 || cartId === undefined) continue
+          ordersOfCart.set(cartId, [...(ordersOfCart.get(cartId) ?? []), order])
+        }
+        for (const [cartId, orders] of ordersOfCart) {
+          const clients = byCart.get(cartId) ?? []
+          if (clients.length === 0 || !clients.every((c) => isIndefinite(c.outcome))) continue
+          const lines = orders.flatMap((order) => order.lines)
+          // The cart's items, less any sold before the run in an order of their own.
+          const soldElsewhere = new Set(
+            [...facts.orders.values()].filter((o) => !orders.includes(o)).flatMap((o) => o.lines.map((l) => l.cartItemId)),
+          )
+          const items = [...facts.cartItems.values()].filter((item) => item.cartId === cartId && !soldElsewhere.has(item.id))
+          const whole =
+            lines.length === items.length &&
+            items.every(
+              (item) =>
+                item.purchased && lines.some((l) => l.cartItemId === item.id && l.productId === item.productId && l.quantity === item.quantity),
+            ) &&
+            clients.every(({ wants, buyerId }) => {
+              const bought = sumBy(lines, (l) => l.productId, (l) => l.quantity)
+              return (!wants || sameQuantities(bought, wants)) && (buyerId === undefined || orders.every((o) => o.buyerId === buyerId))
+            })
+          if (whole) for (const order of orders) excused.add(order.id)
+          else
+            violate(`orders ${orders.map((o) => o.id).join(', ')} sold part of cart ${cartId}, whose checkout got no definite answer: a partial order`, {
+              cartId,
+              orderId: orders[0].id,
+            })
+        }
+      }
+      for (const order of unreported)
+        if (!excused.has(order.id))
           violate(`order ${order.id} (buyer ${order.buyerId}, products ${order.lines.map((l) => l.productId).join(', ')}) exists but no client was told about it`, {
             orderId: order.id,
           })
