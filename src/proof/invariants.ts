@@ -539,10 +539,16 @@ export async function deadlockCount(sql: Sql): Promise<number> {
   return row.deadlocks
 }
 
-/** What a run starts with: the products' stock and the deadlock counter, read just before the release. */
+/**
+ * What a run starts with: the products' stock (in the order given, which the
+ * verdict's tallies follow) and the deadlock counter, read just before the release.
+ */
 export async function startRun(sql: Sql, productIds: readonly number[]): Promise<Pick<Run, 'initialStock' | 'deadlocksBefore'>> {
   const rows = await sql<{ id: number; stock: number }[]>`select id, stock from public.products where id = any (${productIds as number[]}::bigint[])`
-  return { initialStock: new Map(rows.map((row) => [row.id, row.stock])), deadlocksBefore: await deadlockCount(sql) }
+  const stock = new Map(rows.map((row) => [row.id, row.stock]))
+  const missing = productIds.filter((id) => !stock.has(id))
+  if (missing.length > 0) throw new Error(`no product with id ${missing.join(', ')}`)
+  return { initialStock: new Map(productIds.map((id) => [id, stock.get(id)!])), deadlocksBefore: await deadlockCount(sql) }
 }
 
 /**
