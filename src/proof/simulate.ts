@@ -211,7 +211,7 @@ async function main(argv: string[]): Promise<number> {
     databaseUrl: flags.databaseUrl ?? service?.databaseUrl,
   }
   say(
-    `Waitress flash sale: ${options.buyers.toLocaleString('en-US')} buyers, ${options.products} products × ${options.stock} in stock, ` +
+    `Waitress flash sale: ${options.buyers.toLocaleString('en-US')} buyers, ${options.products} products × ${options.stock.toLocaleString('en-US')} in stock, ` +
       `1-${options.maxQty} units a line, ${options.multi ? 'carts of 2-4 products' : 'one product a cart'}, seed ${options.seed}`,
   )
   say(`service     ${options.baseUrl}${service ? ` (${service.description})` : ''}`)
