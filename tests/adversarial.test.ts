@@ -124,9 +124,17 @@ describe.each([
     const setActive = (active: boolean) => async () => {
       await sql`update public.products set active = ${active} where id = ${toggled.id}`
     }
+    // Price and active have no function yet: plain owner updates. Stock goes through
+    // the ledger's functions, as every stock change must (a correction that would go
+    // below zero is refused with WA010 and changes nothing).
     const restock = (delta: number) => async () => {
-      const rows = await sql`update public.products set stock = stock + ${delta} where id = ${restocked.id} and stock + ${delta} >= 0 returning id`
-      if (rows.length) adjust(restocked.id, delta)
+      try {
+        if (delta > 0) await sql`select public.restock_product(${restocked.id}, ${delta}, 'during a race')`
+        else await sql`select public.adjust_stock(${restocked.id}, ${delta}, 'during a race')`
+        adjust(restocked.id, delta)
+      } catch (error) {
+        if ((error as { code?: string }).code !== 'WA010') throw error
+      }
     }
     const edits = [...products.flatMap((p) => [reprice(p.id), reprice(p.id)]), reprice(repriced.id), setActive(false), setActive(true), setActive(false), restock(5), restock(-3), restock(4)]
 
