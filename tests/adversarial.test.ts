@@ -2,24 +2,26 @@ import { afterAll, beforeAll, describe, expect, it } from 'bun:test'
 import { checkInvariants, startRun, type Checkout, type Outcome } from '../src/proof/invariants'
 import { testSql } from './support/db'
 import { addItem, cartFor, createProduct } from './support/fixtures'
-import { buyersWith, expectClean, httpChannel, randomInt, shuffled, sqlChannel, type Added, type Channel } from './support/proof'
+import { buyersWith, expectClean, flashSaleChannel, httpChannel, randomInt, shuffled, sqlChannel, type Added, type Channel } from './support/proof'
 
 /**
  * Races meant to break the checkout, each judged by the invariant checker,
- * each run twice: over HTTP against the app, and straight to place_order
- * from many SQL connections (as waitress_api).
+ * each run three times: over HTTP against the app, over HTTP with the app in
+ * flash-sale mode (checkouts coalesced into place_orders batches), and
+ * straight to place_order from many SQL connections (as waitress_api).
  */
 const sql = testSql()
 
 const accepted = (outcome: Outcome) => (outcome.kind === 'accepted' ? outcome.orders : [])
 
 describe.each([
-  ['HTTP', httpChannel],
-  ['SQL', () => sqlChannel(40)],
+  ['HTTP', async () => httpChannel()],
+  ['HTTP in flash-sale mode', flashSaleChannel],
+  ['SQL', async () => sqlChannel(40)],
 ] as const)('adversarial races over %s', (_, open) => {
   let channel: Channel
-  beforeAll(() => {
-    channel = open()
+  beforeAll(async () => {
+    channel = await open()
   })
   afterAll(() => channel.close())
 
@@ -173,8 +175,10 @@ describe.each([
       products.map((p) => p.id),
     )
 
+    const batchedBefore = await channel.batched?.()
     const outcomes = await Promise.all(buyers.map((b) => channel.checkout(b.cartId)))
 
+    if (channel.batched) expect((await channel.batched()) - batchedBefore!).toBe(1000)
     const checkouts = buyers.map((b, i) => ({ cartId: b.cartId, buyerId: b.userId, wants: b.wants, outcome: outcomes[i] }))
     const verdict = await checkInvariants(sql, { ...start, checkouts })
     expectClean(verdict)

@@ -1,7 +1,7 @@
 import { afterAll, describe, expect, it } from 'bun:test'
 import { createSql, type Sql } from '../src/db/client'
 import { checkInvariants, outcomeOfSql, startRun, type Checkout, type OrderDocument } from '../src/proof/invariants'
-import { testDatabaseUrl, testSql } from './support/db'
+import { appDatabaseUrl, testSql } from './support/db'
 import { addItem, cartFor, createProduct, stockOf } from './support/fixtures'
 import { buyersWith, expectClean, signal } from './support/proof'
 
@@ -13,7 +13,7 @@ import { buyersWith, expectClean, signal } from './support/proof'
  * what the first left. This pins the isolation behaviour down.
  */
 const owner = testSql()
-const api = createSql(testDatabaseUrl(), { max: 4, role: 'waitress_api' })
+const api = createSql(appDatabaseUrl(), { max: 4, role: 'waitress_api' })
 afterAll(() => api.end({ timeout: 5 }))
 
 /** place_order as a SQL caller sees it: the orders, or the refusal. */
