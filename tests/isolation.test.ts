@@ -1,7 +1,7 @@
 import { afterAll, describe, expect, it } from 'bun:test'
 import { createSql, type Sql } from '../src/db/client'
 import { checkInvariants, outcomeOfSql, startRun, type Checkout, type OrderDocument } from '../src/proof/invariants'
-import { testDatabaseUrl, testSql } from './support/db'
+import { appDatabaseUrl, testSql } from './support/db'
 import { addItem, cartFor, createProduct, stockOf } from './support/fixtures'
 import { buyersWith, expectClean, signal } from './support/proof'
 
@@ -13,7 +13,7 @@ import { buyersWith, expectClean, signal } from './support/proof'
  * what the first left. This pins the isolation behaviour down.
  */
 const owner = testSql()
-const api = createSql(testDatabaseUrl(), { max: 4, role: 'waitress_api' })
+const api = createSql(appDatabaseUrl(), { max: 4, role: 'waitress_api' })
 afterAll(() => api.end({ timeout: 5 }))
 
 /** place_order as a SQL caller sees it: the orders, or the refusal. */
@@ -56,15 +56,19 @@ async function startSecond<T>(call: (sql: Sql) => Promise<T>) {
   return { pid, result, returned: () => returned }
 }
 
-/** Waits until PostgreSQL reports `pid` waiting for a lock held by `blocker`; returns what it is waiting on. */
-async function waitUntilBlocked(pid: number, blocker: number) {
+/**
+ * Waits until PostgreSQL reports `pid` waiting on a lock (pg_stat_activity's
+ * wait event) that `blocker` holds (pg_blocking_pids); returns the wait event.
+ * The two are read at slightly different moments, so both must agree.
+ */
+async function waitUntilBlocked(pid: number, blocker: number): Promise<string> {
   for (let polls = 0; polls < 10_000; polls++) {
     const [row] = await owner<{ blockers: number[]; wait_event_type: string | null; wait_event: string | null }[]>`
       select pg_blocking_pids(pid) as blockers, wait_event_type, wait_event from pg_stat_activity where pid = ${pid}`
-    if (row?.blockers.includes(blocker)) return row
+    if (row?.blockers.includes(blocker) && row.wait_event_type === 'Lock') return row.wait_event!
     await Bun.sleep(2)
   }
-  throw new Error(`session ${pid} never waited for session ${blocker}`)
+  throw new Error(`session ${pid} never waited for a lock of session ${blocker}`)
 }
 
 async function oneProductRace(stock: number, firstWants: number, secondWants: number) {
@@ -80,8 +84,8 @@ describe('isolation of place_order, stepped', () => {
 
     const one = await holdOpen((tx) => placeOrder(tx, first.cartId))
     const two = await startSecond((sql) => placeOrder(sql, second.cartId))
-    const waiting = await waitUntilBlocked(two.pid, one.pid)
-    expect(waiting.wait_event_type).toBe('Lock')
+    // It waits for the first's transaction to end: that is what a row lock held by it means.
+    expect(await waitUntilBlocked(two.pid, one.pid)).toBe('transactionid')
     expect(two.returned()).toBe(false)
     expect(await stockOf(owner, product.id)).toBe(5) // the first's sale is not visible until it commits
 
@@ -102,7 +106,7 @@ describe('isolation of place_order, stepped', () => {
 
     const one = await holdOpen((tx) => placeOrder(tx, first.cartId))
     const two = await startSecond((sql) => placeOrder(sql, second.cartId))
-    expect((await waitUntilBlocked(two.pid, one.pid)).wait_event_type).toBe('Lock')
+    expect(await waitUntilBlocked(two.pid, one.pid)).toBe('transactionid')
     expect(two.returned()).toBe(false)
 
     await one.commit()
@@ -127,7 +131,7 @@ describe('isolation of place_order, stepped', () => {
 
     const one = await holdOpen((tx) => placeOrder(tx, first.cartId))
     const two = await startSecond((sql) => placeOrder(sql, second.cartId))
-    await waitUntilBlocked(two.pid, one.pid)
+    expect(await waitUntilBlocked(two.pid, one.pid)).toBe('transactionid')
     expect(two.returned()).toBe(false)
 
     await one.rollback()
@@ -159,7 +163,7 @@ describe('isolation of place_order, stepped', () => {
 
     const one = await holdOpen((tx) => placeOrder(tx, first.cartId))
     const two = await startSecond((sql) => placeOrder(sql, second.cartId))
-    expect((await waitUntilBlocked(two.pid, one.pid)).wait_event_type).toBe('Lock')
+    expect(await waitUntilBlocked(two.pid, one.pid)).toBe('transactionid')
     // It queues at the lower id's row (the tuple lock a waiter holds), though its cart lists that product last.
     const [row] = await owner<{ ctid: string }[]>`select ctid::text from public.products where id = ${low.id}`
     const [queuedAt] = await owner<{ at: string }[]>`
@@ -187,7 +191,7 @@ describe('isolation of place_order, stepped', () => {
 
     const one = await holdOpen((tx) => placeOrder(tx, cart.id))
     const two = await startSecond((sql) => sql<{ id: number; quantity: number }[]>`select id, quantity from public.add_cart_item(${cart.id}, ${product.id}, 2)`)
-    expect((await waitUntilBlocked(two.pid, one.pid)).wait_event_type).toBe('Lock')
+    expect(await waitUntilBlocked(two.pid, one.pid)).toBe('transactionid')
     expect(two.returned()).toBe(false)
 
     await one.commit()
@@ -207,7 +211,7 @@ describe('isolation of place_order, stepped', () => {
 
     const one = await holdOpen((tx) => placeOrder(tx, buyer.cartId))
     const two = await startSecond((sql) => placeOrder(sql, buyer.cartId))
-    expect((await waitUntilBlocked(two.pid, one.pid)).wait_event_type).toBe('Lock')
+    expect(await waitUntilBlocked(two.pid, one.pid)).toBe('transactionid')
 
     await one.commit()
     const outcome = await two.result

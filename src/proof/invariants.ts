@@ -111,15 +111,30 @@ export interface Facts {
   /** true when only open (unpurchased) items could be read. */
   openItemsOnly: boolean
   deadlocks?: number
+  /** What inventory_audit() says about the run's products (it must say nothing); unknown when it could not be read. */
+  audit?: AuditRow[]
+}
+
+/** A row of inventory_audit(): a product whose stock disagrees with its ledger or its live orders. */
+export interface AuditRow {
+  productId: number
+  stock: number
+  /** Sum of the product's stock movements. */
+  ledgerStock: number
+  /** Units out to orders per the ledger (sales less releases). */
+  soldInLedger: number
+  /** Units in the lines of its live orders. */
+  soldInOrders: number
 }
 
 /**
- * Order states whose stock went back to the shelf. Today nothing returns
- * stock, so every order holds what it bought. When cancellations land, the
- * dead states ('cancelled', 'expired', 'rejected') go here, and "sold"
- * everywhere below follows.
+ * Order states whose stock went back to the shelf: an order that dies before
+ * delivery (cancelled, expired, rejected) gives its stock back exactly once
+ * (release_order_stock), and a refunded order is one of those, later. Every
+ * other state holds what it bought. "Sold" everywhere below follows this set,
+ * as inventory_audit()'s live orders do.
  */
-export const RELEASED_STATES: ReadonlySet<string> = new Set<string>()
+export const RELEASED_STATES: ReadonlySet<string> = new Set(['cancelled', 'expired', 'rejected', 'refunded'])
 
 /** Whether an order's lines count as sold (taken off the shelf). */
 export const holdsStock = (order: OrderRecord) => !RELEASED_STATES.has(order.state)
@@ -175,6 +190,8 @@ export interface Evidence {
   /** Product id → net stock edits, and the sum of the increases alone. */
   adjusted: Map<number, number>
   increased: Map<number, number>
+  /** Product id → quantity given back by orders that died (cancelled, expired, rejected). */
+  released: Map<number, number>
   /** Cart id → the checkouts of that cart. */
   byCart: Map<number, Checkout[]>
   /** Order id → the checkouts that were told about it. */
@@ -425,8 +442,8 @@ export const INVARIANTS: readonly Invariant[] = [
   },
   {
     name: 'refusal-true',
-    says: 'a buyer refused for stock wanted more than what remained',
-    check({ run, facts, increased }, violate) {
+    says: 'a buyer refused for stock wanted more than what remained (less what came back since)',
+    check({ run, facts, increased, released }, violate) {
       for (const { cartId, wants, outcome } of run.checkouts) {
         if (outcome.kind !== 'refused' || outcome.code !== 'WA004') continue
         const shortages = outcome.details?.shortages
@@ -439,16 +456,31 @@ export const INVARIANTS: readonly Invariant[] = [
             violate(`cart ${cartId} was refused for product ${productId}: requested ${requested}, yet ${available} were available`, { cartId, productId })
           if (wants && wants.get(productId) !== requested)
             violate(`cart ${cartId} was refused for ${requested} of product ${productId} but asked for ${wants.get(productId) ?? 0}`, { cartId, productId })
-          // Stock only falls during a run, except by edits: what is left now
-          // (less any restock) is at most what was left at the refusal.
+          // Stock only falls during a run, except by edits and by orders that
+          // gave theirs back: what is left now, less those, is at most what
+          // was left at the refusal.
           const remaining = facts.products.get(productId)?.stock
-          if (remaining !== undefined && run.initialStock.has(productId) && !(requested > remaining - (increased.get(productId) ?? 0)))
+          const cameBack = (increased.get(productId) ?? 0) + (released.get(productId) ?? 0)
+          if (remaining !== undefined && run.initialStock.has(productId) && !(requested > remaining - cameBack))
             violate(`cart ${cartId} was refused ${requested} of product ${productId}, but ${remaining} are still left: a false refusal`, {
               cartId,
               productId,
             })
         }
       }
+    },
+  },
+  {
+    name: 'ledger-balanced',
+    says: "the stock ledger accounts for every unit: inventory_audit() lists none of the run's products",
+    check({ run, facts }, violate) {
+      for (const row of facts.audit ?? [])
+        if (run.initialStock.has(row.productId))
+          violate(
+            `inventory_audit() lists product ${row.productId}: stock ${row.stock}, ledger says ${row.ledgerStock}; ` +
+              `sold ${row.soldInLedger} per the ledger, ${row.soldInOrders} in live orders`,
+            { productId: row.productId },
+          )
     },
   },
   {
@@ -482,6 +514,11 @@ export function judge(run: Run, facts: Facts, invariants: readonly Invariant[] =
     ),
     adjusted: sumBy(edits, (e) => e.productId, (e) => e.delta),
     increased: sumBy(edits, (e) => e.productId, (e) => Math.max(e.delta, 0)),
+    released: sumBy(
+      [...facts.orders.values()].filter((order) => !holdsStock(order)).flatMap((order) => order.lines),
+      (line) => line.productId,
+      (line) => line.quantity,
+    ),
     byCart,
     reported,
   }
@@ -539,10 +576,16 @@ export async function deadlockCount(sql: Sql): Promise<number> {
   return row.deadlocks
 }
 
-/** What a run starts with: the products' stock and the deadlock counter, read just before the release. */
+/**
+ * What a run starts with: the products' stock (in the order given, which the
+ * verdict's tallies follow) and the deadlock counter, read just before the release.
+ */
 export async function startRun(sql: Sql, productIds: readonly number[]): Promise<Pick<Run, 'initialStock' | 'deadlocksBefore'>> {
   const rows = await sql<{ id: number; stock: number }[]>`select id, stock from public.products where id = any (${productIds as number[]}::bigint[])`
-  return { initialStock: new Map(rows.map((row) => [row.id, row.stock])), deadlocksBefore: await deadlockCount(sql) }
+  const stock = new Map(rows.map((row) => [row.id, row.stock]))
+  const missing = productIds.filter((id) => !stock.has(id))
+  if (missing.length > 0) throw new Error(`no product with id ${missing.join(', ')}`)
+  return { initialStock: new Map(productIds.map((id) => [id, stock.get(id)!])), deadlocksBefore: await deadlockCount(sql) }
 }
 
 /**
@@ -576,6 +619,9 @@ export async function readFacts(sql: Sql, run: Run): Promise<Facts> {
         left join public.order_items oi on oi.order_id = o.id
        where o.id in (select order_id from touched)
        group by o.id`
+    const audit = await tx<{ product_id: number; stock: number; ledger_stock: number; sold_in_ledger: number; sold_in_orders: number }[]>`
+      select product_id, stock, ledger_stock::bigint, sold_in_ledger::bigint, sold_in_orders::bigint
+        from public.inventory_audit() where product_id = any (${productIds}::bigint[])`
     const items = await tx<{ id: number; cart_id: number; product_id: number; quantity: number; purchased: boolean }[]>`
       select ci.id, ci.cart_id, ci.product_id, ci.quantity, ci.purchased
         from public.cart_items ci
@@ -593,9 +639,18 @@ export async function readFacts(sql: Sql, run: Run): Promise<Facts> {
       carts: new Set(cartIds),
       openItemsOnly: false,
       deadlocks,
+      audit: audit.map(auditRow),
     }
   })
 }
+
+export const auditRow = (row: { product_id: number; stock: number; ledger_stock: number; sold_in_ledger: number; sold_in_orders: number }): AuditRow => ({
+  productId: row.product_id,
+  stock: row.stock,
+  ledgerStock: row.ledger_stock,
+  soldInLedger: row.sold_in_ledger,
+  soldInOrders: row.sold_in_orders,
+})
 
 /** Reads the database after a run and judges it. */
 export async function checkInvariants(sql: Sql, run: Run): Promise<Verdict> {

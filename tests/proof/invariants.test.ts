@@ -115,6 +115,30 @@ describe('the invariant checker', () => {
     expect(found('stock-conserved').map((v) => v.productId)).toEqual([scarce.id])
     expect(found('no-unreported-orders').map((v) => v.orderId)).toEqual([order.id])
     expect(found('refusal-left-nothing').map((v) => v.cartId)).toEqual([refused.cartId, refused.cartId, refused.cartId])
+    // Neither write went through the functions, so neither is in the ledger.
+    expect(found('ledger-balanced').map((v) => v.productId)).toEqual([scarce.id])
+  })
+
+  it('counts the stock of a cancelled order as given back, and an unrecorded restock as a ledger gap', async () => {
+    const { run, facts, plenty } = await cleanRace()
+    const soldBefore = new Map(judge(run, facts).products.map((p) => [p.productId, p.sold]))
+    const accepted = run.checkouts.find((c) => c.outcome.kind === 'accepted')!
+    const [order] = accepted.outcome.kind === 'accepted' ? accepted.outcome.orders : []
+    await sql`select public.cancel_order(${order.id})`
+
+    const verdict = await checkInvariants(sql, run)
+    expectClean(verdict)
+    const given = new Map(order.lines.map((line) => [line.productId, line.quantity]))
+    expect(verdict.products.map((p) => [p.productId, p.sold])).toEqual(
+      [...soldBefore].map(([productId, sold]) => [productId, sold - (given.get(productId) ?? 0)]),
+    )
+
+    await sql`update public.products set stock = stock + 1 where id = ${plenty.id}`
+    const behindItsBack = await checkInvariants(sql, run)
+    expect(behindItsBack.violations.map((v) => [v.invariant, v.productId])).toEqual([
+      ['stock-conserved', plenty.id],
+      ['ledger-balanced', plenty.id],
+    ])
   })
 
   it('can fail on every invariant', async () => {
@@ -166,6 +190,7 @@ describe('the invariant checker', () => {
             },
           }),
       ],
+      ['ledger-balanced', (_, f) => void f.audit!.push({ productId: plenty.id, stock: 98, ledgerStock: 97, soldInLedger: 2, soldInOrders: 2 })],
       ['no-deadlocks', (r, f) => void (f.deadlocks = r.deadlocksBefore! + 1)],
     ]
 
@@ -190,7 +215,10 @@ describe('the invariant checker', () => {
 
       await sql`update public.products set stock = stock + 1 where id = ${plenty.id}`
       const tampered = judge(run, await fetchFacts(http.baseUrl!, run))
-      expect(tampered.violations.map((v) => [v.invariant, v.productId])).toEqual([['stock-conserved', plenty.id]])
+      expect(tampered.violations.map((v) => [v.invariant, v.productId])).toEqual([
+        ['stock-conserved', plenty.id],
+        ['ledger-balanced', plenty.id],
+      ])
     } finally {
       await http.close()
     }

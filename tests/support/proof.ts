@@ -2,8 +2,9 @@ import { expect } from 'bun:test'
 import { createApp } from '../../src/app'
 import { createSql, type Sql } from '../../src/db/client'
 import { outcomeOfHttp, outcomeOfSql, type OrderDocument, type Outcome, type Verdict } from '../../src/proof/invariants'
-import { apiSql, testDatabaseUrl } from './db'
-import { newUserId } from './fixtures'
+import type { CheckoutOptions } from '../../src/checkout'
+import { apiSql, appDatabaseUrl, testSql } from './db'
+import { createProduct, newUserId } from './fixtures'
 
 /** The verdict holds: on failure bun prints every violation. */
 export function expectClean(verdict: Verdict) {
@@ -15,8 +16,10 @@ export function expectClean(verdict: Verdict) {
 export type Added = { ok: true; itemId: number; quantity: number } | { ok: false; outcome: Outcome }
 
 /**
- * How a scenario reaches the service: over real HTTP to a listening app, or
- * straight to the SQL functions from many connections, both as waitress_api.
+ * How a scenario reaches the service: over real HTTP to a listening app
+ * (each checkout its own place_orders call, or coalesced into batches in
+ * flash-sale mode), or straight to the SQL functions from many connections;
+ * always through the service's own login, acting as waitress_api.
  */
 export interface Channel {
   name: string
@@ -24,11 +27,37 @@ export interface Channel {
   baseUrl?: string
   checkout(cartId: number): Promise<Outcome>
   addItem(cartId: number, productId: number, quantity: number): Promise<Added>
+  /** Checkouts placed in place_orders() batches so far (flash-sale mode only). */
+  batched?(): Promise<number>
   close(): Promise<void>
 }
 
-export function httpChannel(): Channel {
-  const server = createApp(apiSql()).listen({ port: 0, hostname: '127.0.0.1' })
+/**
+ * The app in flash-sale mode: while this channel is open one product of its
+ * own is in flash-sale mode, so the app coalesces every checkout; it looks
+ * the mode up at every checkout instead of once a second.
+ */
+export async function flashSaleChannel(): Promise<Channel> {
+  const owner = testSql()
+  const switchProduct = await createProduct(owner, { name: 'flash-sale switch', stock: 0 })
+  await owner`select public.set_flash_sale(${switchProduct.id}, true)`
+  const channel = httpChannel({ flashSaleCheckEveryMs: 0 })
+  return {
+    ...channel,
+    name: 'HTTP in flash-sale mode',
+    async batched() {
+      const metrics = await (await fetch(`${channel.baseUrl}/metrics`)).text()
+      return Number(/^waitress_checkout_batch_size_sum (\S+)$/m.exec(metrics)?.[1] ?? 0)
+    },
+    async close() {
+      await owner`select public.set_flash_sale(${switchProduct.id}, false)`
+      await channel.close()
+    },
+  }
+}
+
+export function httpChannel(checkout?: CheckoutOptions): Channel {
+  const server = createApp(apiSql(), { checkout }).listen({ port: 0, hostname: '127.0.0.1' })
   const baseUrl = `http://127.0.0.1:${server.server!.port}`
   const post = async (path: string, body?: unknown) => {
     try {
@@ -60,7 +89,7 @@ export function httpChannel(): Channel {
 }
 
 export function sqlChannel(connections = 40): Channel {
-  const sql = createSql(testDatabaseUrl(), { max: connections, role: 'waitress_api' })
+  const sql = createSql(appDatabaseUrl(), { max: connections, role: 'waitress_api' })
   return {
     name: 'SQL',
     checkout: (cartId) => outcomeOfSql(async () => (await sql<{ o: OrderDocument }[]>`select o from public.place_order(${cartId}) o`).map((row) => row.o)),
