@@ -172,3 +172,42 @@ describe('npm run simulate', () => {
     expect((await simulate('--frobnicate')).code).toBe(2)
   })
 })
+
+describe('flash sale with the order lifecycle mixed in', () => {
+  it('keeps every invariant and an empty audit with cancellations, payments, expiries and restocks', async () => {
+    const { startService } = await import('./support/service')
+    const service = await startService(testDatabaseUrl(), { ORDER_PAYMENT_TTL: '1s', EXPIRE_ORDERS_EVERY: '1s' })
+    try {
+      const result = await runFlashSale({
+        baseUrl: service.baseUrl,
+        databaseUrl: testDatabaseUrl(),
+        buyers: 300,
+        products: 3,
+        stock: 150,
+        maxQty: 3,
+        multi: true,
+        concurrency: 50,
+        seed: 12,
+        flashSale: false,
+        cancelRate: 0.3,
+        expireAfterMs: 3_000,
+        restocks: 20,
+      })
+
+      expect(result.verdict.violations).toEqual([])
+      expect(result.verdict.ok).toBe(true)
+      expect(result.verdict.checked).toContain('ledger-balanced')
+      const { cancelled, paidThenCancelled, paid, leftPending } = result.lifecycle
+      expect(Math.min(cancelled, paidThenCancelled, paid, leftPending)).toBeGreaterThan(0)
+      const orderIds = result.checkouts.flatMap((c) => (c.outcome.kind === 'accepted' ? c.outcome.orders.map((o) => o.id) : []))
+      const states = await testSql()`select state::text, count(*)::int from public.orders where id = any (${orderIds}::bigint[]) group by 1`
+      const byState = Object.fromEntries(states.map((row) => [row.state, row.count]))
+      expect(byState.expired).toBe(leftPending)
+      expect(byState.cancelled).toBe(cancelled + paidThenCancelled)
+      expect(byState.pending ?? 0).toBe(0)
+    } finally {
+      service.child.kill('SIGTERM')
+      await service.child.exited
+    }
+  })
+})

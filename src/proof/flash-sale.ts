@@ -21,6 +21,16 @@ export interface FlashSaleOptions {
   seed: number
   /** Switch the products to flash-sale mode (checkouts coalesced into batches) for the race. */
   flashSale: boolean
+  /** Share (0 to 1) of accepted buyers who cancel at once, half of them after paying: their stock must come back. */
+  cancelRate?: number
+  /**
+   * Buyers who neither cancel nor pay leave their orders pending, and the
+   * run waits this long (ms) after the race for the service's payment
+   * deadline to expire them (0: everyone else pays at once).
+   */
+  expireAfterMs?: number
+  /** Restocks of random products, by their sellers, during the race. */
+  restocks?: number
   /** The service's database, for a complete verdict; without it the verdict reads the API. */
   databaseUrl?: string
   /** Headers for a request on behalf of a user: bearer tokens when the service has AUTH_JWT_SECRET. */
@@ -64,6 +74,8 @@ export interface FlashSaleResult {
   verdict: Verdict
   /** place_orders() batches during the race, from the service's /metrics (flash-sale mode only). */
   batches?: { count: number; checkouts: number }
+  /** What accepted buyers did next: cancelled, paid then cancelled, paid, left pending to expire. */
+  lifecycle: { cancelled: number; paidThenCancelled: number; paid: number; leftPending: number }
 }
 
 const SELLERS = 3
@@ -184,6 +196,38 @@ export async function runFlashSale(
     const batchesBefore = await batchesSoFar()
 
     const latencies = new Array<number>(buyers.length)
+    const cancelRate = options.cancelRate ?? 0
+    const lifecycle = { cancelled: 0, paidThenCancelled: 0, paid: 0, leftPending: 0 }
+    // After a checkout: cancel (some after paying), pay, or leave pending for the payment deadline.
+    const afterCheckout = async (userId: number, orders: { id: number }[]) => {
+      const roll = random.next()
+      for (const order of orders) {
+        if (roll < cancelRate / 2) {
+          await call(userId, 'POST', `/orders/${order.id}/cancel`)
+          lifecycle.cancelled++
+        } else if (roll < cancelRate) {
+          await call(userId, 'POST', `/orders/${order.id}/pay`)
+          await call(userId, 'POST', `/orders/${order.id}/cancel`)
+          lifecycle.paidThenCancelled++
+        } else if (options.expireAfterMs && roll < cancelRate + (1 - cancelRate) / 2) {
+          lifecycle.leftPending++
+        } else if (cancelRate > 0 || options.expireAfterMs) {
+          await call(userId, 'POST', `/orders/${order.id}/pay`)
+          lifecycle.paid++
+        }
+      }
+    }
+    const stockAdjustments = new Map<number, number[]>()
+    let racing = true
+    const restocking = (async () => {
+      for (let i = 0; i < (options.restocks ?? 0) && racing; i++) {
+        const product = products[random.int(0, products.length - 1)]
+        const quantity = random.int(1, 5)
+        await call(product.sellerId, 'POST', `/products/${product.id}/restock`, { quantity, note: 'simulated restock' })
+        stockAdjustments.set(product.id, [...(stockAdjustments.get(product.id) ?? []), quantity])
+        await Bun.sleep(10)
+      }
+    })()
     const raceStarted = performance.now()
     Object.assign(progress, { phase: 'race', done: 0, total: buyers.length, since: raceStarted })
     const checkouts = await mapConcurrent(buyers, options.concurrency, async (buyer, i): Promise<Checkout> => {
@@ -202,8 +246,11 @@ export async function runFlashSale(
       const outcome = outcomeOfHttp(status, body)
       progress.done++
       progress[outcome.kind]++
+      if (outcome.kind === 'accepted') await afterCheckout(buyer.userId, outcome.orders)
       return { cartId: buyer.cartId, buyerId: buyer.userId, wants: buyer.wants, outcome }
     })
+    racing = false
+    await restocking
     const raceMs = performance.now() - raceStarted
     onPhaseDone({ ...progress })
 
@@ -216,12 +263,14 @@ export async function runFlashSale(
         : undefined
 
     Object.assign(progress, { phase: 'verdict', since: performance.now() })
-    const run: Run = { initialStock, checkouts, deadlocksBefore }
+    // Orders left pending expire once the service's payment deadline (ORDER_PAYMENT_TTL) passes.
+    if (options.expireAfterMs) await Bun.sleep(options.expireAfterMs)
+    const run: Run = { initialStock, checkouts, deadlocksBefore, stockAdjustments }
     const facts = sql ? await readFacts(sql, run) : await fetchFacts(baseUrl, run, { authorize })
     const verdict = judge(run, facts)
     onPhaseDone({ ...progress })
     progress.phase = 'done'
-    return { options, products, checkouts, latencies, cartLines, setupMs, raceMs, verdict, batches }
+    return { options, products, checkouts, latencies, cartLines, setupMs, raceMs, verdict, batches, lifecycle }
   } finally {
     await sql?.end({ timeout: 5 })
   }

