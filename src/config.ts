@@ -6,6 +6,8 @@ export interface Config {
   /** HTTP port; 0 picks a free one. */
   port: number
   host: string
+  /** Let several service processes listen on the same port (SO_REUSEPORT; Linux spreads connections over them). */
+  reusePort: boolean
   /** An external PostgreSQL server. Without it, an embedded one is started. */
   databaseUrl: string | undefined
   /** Where the embedded server keeps its data between runs. */
@@ -78,6 +80,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   return {
     port: integer(env, 'PORT', 8080, 0, 65535),
     host: env.HOST || '0.0.0.0',
+    reusePort: boolean(env, 'REUSE_PORT', false),
     databaseUrl: env.DATABASE_URL || undefined,
     embeddedDataDir: env.EMBEDDED_PG_DIR || '.data/postgres',
     embeddedPort: integer(env, 'EMBEDDED_PG_PORT', 0, 0, 65535),

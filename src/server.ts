@@ -58,7 +58,7 @@ const app = createApp(sql, {
     maxBatch: config.flashSaleMaxBatch,
     batchesInFlight: config.flashSaleBatchesInFlight,
   },
-}).listen({ port: config.port, hostname: config.host })
+}).listen({ port: config.port, hostname: config.host, reusePort: config.reusePort })
 const port = app.server!.port
 logger.info({ url: `http://${config.host}:${port}`, swagger: `http://localhost:${port}/swagger`, pid: process.pid }, 'listening')
 

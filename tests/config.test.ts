@@ -15,6 +15,7 @@ describe('configuration', () => {
     expect(loadConfig({})).toEqual({
       port: 8080,
       host: '0.0.0.0',
+      reusePort: false,
       databaseUrl: undefined,
       embeddedDataDir: '.data/postgres',
       embeddedPort: 0,
