@@ -209,5 +209,5 @@ describe('flash sale with the order lifecycle mixed in', () => {
       service.child.kill('SIGTERM')
       await service.child.exited
     }
-  })
+  }, 60_000)
 })

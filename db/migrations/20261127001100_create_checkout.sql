@@ -1,5 +1,5 @@
 -- migrate:up
--- The checkout, for many buyers at once. Each request is a checkout of its
+-- The checkout, for one buyer or many at once. Each request is a checkout of its
 -- own (all of a cart's open items, or exactly item_ids), all or nothing, taken
 -- in arrival order; a refused request takes no stock. The whole batch is one
 -- transaction: one lock per cart and per product, one commit, set-based
@@ -7,7 +7,10 @@
 -- request, so the rules of a checkout are written once.
 --
 -- Lock order, as everywhere: carts in ascending id, then products in
--- ascending id.
+-- ascending id. FOR NO KEY UPDATE serialises buyers of a product without
+-- blocking the key-share locks that foreign-key checks (adding the product to
+-- another cart) take on it. Nothing slow happens while a product is locked:
+-- every check runs before the first write, and all writes are one statement.
 --
 -- p_requests: [{"cart_id": 1} | {"buyer_id": 42}, "item_ids": [..] | null,
 --               "note": ".." | null, "one_seller": true | false,
@@ -374,8 +377,8 @@ comment on function public.place_orders(jsonb) is
 revoke execute on function public.place_orders(jsonb) from public;
 grant execute on function public.place_orders(jsonb) to waitress_api;
 
--- place_order and place_buyer_order become one-request calls of place_orders.
-create or replace function public.place_order(
+-- place_order and place_buyer_order: one-request calls of place_orders.
+create function public.place_order(
   p_cart_id bigint,
   p_item_ids bigint[] default null,
   p_note text default null
@@ -399,7 +402,7 @@ begin
 end
 $$;
 
-create or replace function public.place_buyer_order(
+create function public.place_buyer_order(
   p_buyer_id bigint,
   p_cart_item_ids bigint[],
   p_note text default null
@@ -431,188 +434,23 @@ begin
 end
 $$;
 
+comment on function public.place_order(bigint, bigint[], text) is
+  'Checks out a cart: all its open items, or exactly p_item_ids. Returns one order document per seller. '
+  'Raises WA001 (no such cart), WA005 (an id is not an open item of the cart), WA006 (nothing to order), '
+  'WA003 (a product not for sale), WA004 (insufficient stock; DETAIL lists every short line). '
+  'On any error nothing changes.';
+
+revoke execute on function public.place_order(bigint, bigint[], text) from public;
+grant execute on function public.place_order(bigint, bigint[], text) to waitress_api;
+
+comment on function public.place_buyer_order(bigint, bigint[], text) is
+  'Orders the given items of the buyer''s cart as one order from one seller (place_order for one seller). '
+  'Raises what place_order raises, plus WA005 when the buyer has no cart and WA007 when the items span sellers.';
+
+revoke execute on function public.place_buyer_order(bigint, bigint[], text) from public;
+grant execute on function public.place_buyer_order(bigint, bigint[], text) to waitress_api;
+
 -- migrate:down
-create or replace function public.place_order(
-  p_cart_id bigint,
-  p_item_ids bigint[] default null,
-  p_note text default null
-) returns setof jsonb
-language plpgsql
-security definer
-set search_path = ''
-as $$
-declare
-  v_buyer_id bigint;
-  v_missing bigint[];
-  v_locked integer;
-  v_unavailable jsonb;
-  v_shortages jsonb;
-  v_order_ids bigint[];
-begin
-  select c.user_id into v_buyer_id
-    from public.carts c
-   where c.id = p_cart_id
-     for no key update;
-  if not found then
-    raise exception using
-      errcode = 'WA001',
-      message = format('cart %s not found', p_cart_id),
-      detail = jsonb_build_object('cart_id', p_cart_id)::text,
-      hint = 'Get or create the buyer''s cart with cart_for_user(user_id).';
-  end if;
-
-  if p_item_ids is not null then
-    select array_agg(distinct r.id order by r.id) into v_missing
-      from unnest(p_item_ids) as r(id)
-     where not exists (
-       select from public.cart_items ci
-        where ci.id = r.id and ci.cart_id = p_cart_id and not ci.purchased);
-    if v_missing is not null then
-      raise exception using
-        errcode = 'WA005',
-        message = format('cart items %s are not open items of cart %s',
-                         array_to_string(v_missing, ', ', 'null'), p_cart_id),
-        detail = jsonb_build_object('cart_id', p_cart_id, 'cart_item_ids', to_jsonb(v_missing))::text,
-        hint = 'Only items in this cart that are not purchased yet can be ordered; reload the cart.';
-    end if;
-  end if;
-
-  perform from public.products p
-   where p.id in (
-     select ci.product_id from public.cart_items ci
-      where ci.cart_id = p_cart_id and not ci.purchased
-        and (p_item_ids is null or ci.id = any (p_item_ids)))
-   order by p.id
-     for no key update;
-  get diagnostics v_locked = row_count;
-  if v_locked = 0 then
-    raise exception using
-      errcode = 'WA006',
-      message = format('cart %s has nothing to order', p_cart_id),
-      detail = jsonb_build_object('cart_id', p_cart_id)::text,
-      hint = 'Add items to the cart first.';
-  end if;
-
-  -- Every check before any write: a refused checkout changes nothing.
-  select jsonb_agg(jsonb_build_object('product_id', p.id, 'name', p.name) order by p.id)
-           filter (where not p.active or p.price = 0),
-         jsonb_agg(jsonb_build_object('product_id', p.id, 'name', p.name,
-                                      'requested', ci.quantity, 'available', p.stock) order by p.id)
-           filter (where ci.quantity > p.stock)
-    into v_unavailable, v_shortages
-    from public.cart_items ci
-    join public.products p on p.id = ci.product_id
-   where ci.cart_id = p_cart_id and not ci.purchased
-     and (p_item_ids is null or ci.id = any (p_item_ids));
-
-  if v_unavailable is not null then
-    raise exception using
-      errcode = 'WA003',
-      message = format('product "%s" (id %s) is not for sale',
-                       v_unavailable->0->>'name', v_unavailable->0->>'product_id'),
-      detail = jsonb_build_object('product_ids', jsonb_path_query_array(v_unavailable, '$[*].product_id'))::text,
-      hint = 'Remove the product from the order; only active products with a price above zero can be bought.';
-  end if;
-  if v_shortages is not null then
-    raise exception using
-      errcode = 'WA004',
-      message = format('insufficient stock for product "%s" (id %s): requested %s, available %s',
-                       v_shortages->0->>'name', v_shortages->0->>'product_id',
-                       v_shortages->0->>'requested', v_shortages->0->>'available')
-                || case when jsonb_array_length(v_shortages) > 1
-                        then format(' (and %s more products)', jsonb_array_length(v_shortages) - 1)
-                        else '' end,
-      detail = jsonb_build_object('shortages', v_shortages)::text,
-      hint = 'Lower each quantity to at most the available stock, or remove the line.';
-  end if;
-
-  with lines as (
-    select ci.id as cart_item_id, ci.product_id, ci.quantity, p.price, p.weight, p.seller_id
-      from public.cart_items ci
-      join public.products p on p.id = ci.product_id
-     where ci.cart_id = p_cart_id and not ci.purchased
-       and (p_item_ids is null or ci.id = any (p_item_ids))
-  ), sold as (
-    update public.products p
-       set stock = p.stock - l.quantity
-      from lines l
-     where p.id = l.product_id
-  ), bought as (
-    update public.cart_items ci
-       set purchased = true
-      from lines l
-     where ci.id = l.cart_item_id
-  ), new_orders as (
-    insert into public.orders (buyer_id, seller_id, total_price, note)
-    select v_buyer_id, l.seller_id, sum(l.price * l.quantity), p_note
-      from lines l
-     group by l.seller_id
-     order by l.seller_id
-    returning id, seller_id
-  ), new_order_items as (
-    insert into public.order_items (order_id, product_id, cart_item_id, quantity, price, weight)
-    select o.id, l.product_id, l.cart_item_id, l.quantity, l.price, l.weight
-      from lines l
-      join new_orders o on o.seller_id = l.seller_id
-     order by l.cart_item_id  ), sales as (
-    insert into public.stock_movements (product_id, quantity, reason, order_id)
-    select l.product_id, -l.quantity, 'sale', o.id
-      from lines l
-      join new_orders o on o.seller_id = l.seller_id
-  )
-  select array_agg(o.id) into v_order_ids from new_orders o;
-
-  return query
-    select public.order_json(o) from public.orders o
-     where o.id = any (v_order_ids)
-     order by o.id;
-end
-$$;
-
-create or replace function public.place_buyer_order(
-  p_buyer_id bigint,
-  p_cart_item_ids bigint[],
-  p_note text default null
-) returns jsonb
-language plpgsql
-security definer
-set search_path = ''
-as $$
-declare
-  v_cart_id bigint;
-  v_orders jsonb[];
-begin
-  select c.id into v_cart_id from public.carts c where c.user_id = p_buyer_id;
-  if not found then
-    raise exception using
-      errcode = 'WA005',
-      message = format('buyer %s has no cart, so cart items %s cannot be ordered',
-                       p_buyer_id, array_to_string(p_cart_item_ids, ', ', 'null')),
-      detail = jsonb_build_object('buyer_id', p_buyer_id, 'cart_item_ids', to_jsonb(p_cart_item_ids))::text,
-      hint = 'Add items to the buyer''s cart first.';
-  end if;
-  if coalesce(cardinality(p_cart_item_ids), 0) = 0 then
-    raise exception using
-      errcode = 'WA006',
-      message = 'no cart items to order',
-      detail = jsonb_build_object('buyer_id', p_buyer_id)::text,
-      hint = 'Name at least one cart item, or check out the whole cart.';
-  end if;
-
-  select array_agg(o) into v_orders from public.place_order(v_cart_id, p_cart_item_ids, p_note) o;
-
-  -- Raising here undoes the whole checkout above: an order is for one seller.
-  if cardinality(v_orders) > 1 then
-    raise exception using
-      errcode = 'WA007',
-      message = format('the cart items belong to %s sellers; an order is for one seller',
-                       cardinality(v_orders)),
-      detail = jsonb_build_object('seller_ids',
-                 (select jsonb_agg(o->'seller_id') from unnest(v_orders) o))::text,
-      hint = 'Order the items of each seller separately, or check out the whole cart (one order per seller).';
-  end if;
-  return v_orders[1];
-end
-$$;
-
+drop function if exists public.place_buyer_order(bigint, bigint[], text);
+drop function if exists public.place_order(bigint, bigint[], text);
 drop function if exists public.place_orders(jsonb);

@@ -41,19 +41,6 @@ comment on table public.stock_movements is
 
 grant select on public.stock_movements to waitress_api;
 
--- Existing data gets an opening balance: what the product had before any of
--- its orders, then one sale per order line (no order had died before this).
-insert into public.stock_movements (product_id, quantity, reason, created_at)
-select p.id, p.stock + coalesce(sold.quantity, 0), 'initial', p.created_at
-  from public.products p
-  left join (select product_id, sum(quantity)::integer as quantity
-               from public.order_items group by product_id) sold on sold.product_id = p.id
- where p.stock + coalesce(sold.quantity, 0) > 0;
-
-insert into public.stock_movements (product_id, quantity, reason, order_id, created_at)
-select oi.product_id, -oi.quantity, 'sale', oi.order_id, oi.created_at
-  from public.order_items oi;
-
 -- migrate:down
 drop table if exists public.stock_movements;
 drop type if exists public.stock_movement_reason;
