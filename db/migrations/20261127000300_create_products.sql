@@ -9,6 +9,7 @@ create table public.products (
   active boolean not null default true,
   stock integer not null,
   weight integer not null,
+  flash_sale boolean not null default false,
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now(),
   constraint products_name_present check (length(btrim(name)) between 1 and 200),
@@ -19,6 +20,8 @@ create table public.products (
 ) with (fillfactor = 80);
 
 create index products_seller_id_idx on public.products (seller_id);
+-- The service asks "is any product in flash-sale mode?" about once a second.
+create index products_flash_sale_idx on public.products (id) where flash_sale;
 
 create trigger products_set_updated_at
   before update on public.products
@@ -29,6 +32,9 @@ comment on table public.products is
 comment on column public.products.price is 'Unit price in the smallest currency unit (e.g. cents).';
 comment on column public.products.weight is 'Unit weight in grams.';
 comment on column public.products.active is 'Inactive products cannot be added to carts or ordered.';
+comment on column public.products.flash_sale is
+  'Flash-sale mode: while any product has it, the service coalesces concurrent checkouts into batches '
+  '(place_orders), one lock and one commit per batch.';
 
 grant select on public.products to waitress_api;
 

@@ -21,6 +21,7 @@ create table public.orders (
   state public.order_state not null default 'pending',
   total_price bigint not null,
   note text,
+  paid_at timestamptz,
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now(),
   constraint orders_code_key unique (code),
@@ -32,6 +33,8 @@ create table public.orders (
 
 create index orders_buyer_id_idx on public.orders (buyer_id);
 create index orders_seller_id_idx on public.orders (seller_id);
+-- expire_orders() looks for old pending orders only.
+create index orders_pending_created_at_idx on public.orders (created_at) where state = 'pending';
 
 create trigger orders_set_updated_at
   before update on public.orders
@@ -39,6 +42,9 @@ create trigger orders_set_updated_at
 
 comment on table public.orders is
   'One order per seller per checkout. total_price is the sum of its lines, in the smallest currency unit.';
+
+comment on column public.orders.paid_at is
+  'When the buyer paid; a cancelled order can be refunded only if it was paid.';
 
 grant select on public.orders to waitress_api;
 

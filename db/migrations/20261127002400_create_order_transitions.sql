@@ -172,38 +172,6 @@ comment on function public.refund_order(bigint) is 'rejected, or cancelled after
 comment on function public.cancel_order(bigint) is
   'pending, paid or accepted -> cancelled (by the buyer, before delivery); gives the stock back. WA008, WA009.';
 
--- The order document gains paid_at.
-create or replace function public.order_json(p_order public.orders) returns jsonb
-language sql stable
-set search_path = ''
-as $$
-  select jsonb_build_object(
-    'id', p_order.id,
-    'code', p_order.code,
-    'buyer_id', p_order.buyer_id,
-    'seller_id', p_order.seller_id,
-    'state', p_order.state,
-    'total_price', p_order.total_price,
-    'note', p_order.note,
-    'items', coalesce(
-      (select jsonb_agg(jsonb_build_object(
-                'id', oi.id,
-                'cart_item_id', oi.cart_item_id,
-                'quantity', oi.quantity,
-                'price', oi.price,
-                'weight', oi.weight,
-                'product', public.product_json(p))
-              order by oi.cart_item_id)
-         from public.order_items oi
-         join public.products p on p.id = oi.product_id
-        where oi.order_id = p_order.id),
-      '[]'::jsonb),
-    'paid_at', p_order.paid_at,
-    'created_at', p_order.created_at,
-    'updated_at', p_order.updated_at
-  )
-$$;
-
 revoke execute on function public.release_order_stock(bigint[]) from public;
 revoke execute on function public.transition_order(bigint, text, public.order_state[], public.order_state, boolean) from public;
 revoke execute on function public.pay_order(bigint) from public;
@@ -231,32 +199,3 @@ drop function if exists public.accept_order(bigint);
 drop function if exists public.pay_order(bigint);
 drop function if exists public.transition_order(bigint, text, public.order_state[], public.order_state, boolean);
 drop function if exists public.release_order_stock(bigint[]);
-create or replace function public.order_json(p_order public.orders) returns jsonb
-language sql stable
-set search_path = ''
-as $$
-  select jsonb_build_object(
-    'id', p_order.id,
-    'code', p_order.code,
-    'buyer_id', p_order.buyer_id,
-    'seller_id', p_order.seller_id,
-    'state', p_order.state,
-    'total_price', p_order.total_price,
-    'note', p_order.note,
-    'items', coalesce(
-      (select jsonb_agg(jsonb_build_object(
-                'id', oi.id,
-                'cart_item_id', oi.cart_item_id,
-                'quantity', oi.quantity,
-                'price', oi.price,
-                'weight', oi.weight,
-                'product', public.product_json(p))
-              order by oi.cart_item_id)
-         from public.order_items oi
-         join public.products p on p.id = oi.product_id
-        where oi.order_id = p_order.id),
-      '[]'::jsonb),
-    'created_at', p_order.created_at,
-    'updated_at', p_order.updated_at
-  )
-$$;
