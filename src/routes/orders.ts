@@ -51,19 +51,20 @@ const NewOrder = t.Object({
 }, { additionalProperties: false })
 
 /**
- * The lifecycle actions: each is one SQL function that locks the order, checks
- * its state and moves it (giving stock back when the order dies).
+ * The lifecycle actions, for the API's documentation. Each runs through
+ * order_action_as(), which checks who may act and calls the action's SQL
+ * function (pay_order, accept_order, …).
  */
 const TRANSITIONS = {
-  pay: { fn: 'pay_order', summary: 'Pay: pending → paid' },
-  accept: { fn: 'accept_order', summary: 'Seller accepts: paid → accepted' },
-  reject: { fn: 'reject_order', summary: 'Seller rejects: paid → rejected (stock given back)' },
-  deliver: { fn: 'deliver_order', summary: 'Delivered: accepted → delivered' },
-  remit: { fn: 'remit_order', summary: 'Seller paid out: delivered → remitted' },
-  refund: { fn: 'refund_order', summary: 'Refund a paid order: rejected or cancelled → refunded' },
-  cancel: { fn: 'cancel_order', summary: 'Buyer cancels before delivery: pending, paid or accepted → cancelled (stock given back)' },
+  pay: 'Pay: pending → paid',
+  accept: 'Seller accepts: paid → accepted',
+  reject: 'Seller rejects: paid → rejected (stock given back)',
+  deliver: 'Delivered: accepted → delivered',
+  remit: 'Seller paid out: delivered → remitted',
+  refund: 'Refund a paid order: rejected or cancelled → refunded',
+  cancel: 'Buyer cancels before delivery: pending, paid or accepted → cancelled (stock given back)',
 } as const
-const ACTIONS = ['pay', 'accept', 'reject', 'deliver', 'remit', 'refund', 'cancel'] as const satisfies readonly (keyof typeof TRANSITIONS)[]
+const ACTIONS = Object.keys(TRANSITIONS) as [keyof typeof TRANSITIONS, ...(keyof typeof TRANSITIONS)[]]
 
 const OrderFilter = t.Object({
   ...Page.properties,
@@ -169,7 +170,7 @@ export const orderRoutes = (sql: Sql, checkout: Checkout) =>
           summary: 'Move an order through its lifecycle',
           description:
             Object.entries(TRANSITIONS)
-              .map(([action, { summary }]) => `**${action}**: ${summary}`)
+              .map(([action, summary]) => `**${action}**: ${summary}`)
               .join('. ') +
             '. 404 unknown order (WA008); 409 when the order is not in a state the action applies to ' +
             '(WA009: details.state is the current state, details.allowed_from the states it needs). With ' +

@@ -146,15 +146,17 @@ export const productRoutes = (sql: Sql) =>
     .get(
       '/:id/movements',
       async ({ params, query }) => {
-        const [product] = await sql`select 1 from public.products where id = ${params.id}`
-        if (!product) throw new ApiError(404, `product ${params.id} not found`)
-        const rows = await sql<{ movement: typeof StockMovement.static }[]>`
-          select to_jsonb(m) as movement
-            from public.stock_movements m
-           where m.product_id = ${params.id}
-           order by m.id
-           limit ${pageLimit(query)} offset ${query.offset ?? 0}`
-        return ok(200, rows.map((row) => row.movement))
+        // One round trip: the product's row (404 without it) and the page of its movements.
+        const [row] = await sql<{ movements: (typeof StockMovement.static)[] | null }[]>`
+          select (select coalesce(jsonb_agg(to_jsonb(m) order by m.id), '[]'::jsonb)
+                    from (select * from public.stock_movements m
+                           where m.product_id = p.id
+                           order by m.id
+                           limit ${pageLimit(query)} offset ${query.offset ?? 0}) m) as movements
+            from public.products p
+           where p.id = ${params.id}`
+        if (!row) throw new ApiError(404, `product ${params.id} not found`)
+        return ok(200, row.movements ?? [])
       },
       {
         params: IdParams,
