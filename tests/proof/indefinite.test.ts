@@ -1,35 +1,17 @@
 import { afterAll, describe, expect, it } from 'bun:test'
-import { judge, readFacts, startRun, type Checkout, type Facts, type OrderRecord, type Outcome, type Run } from '../../src/proof/invariants'
-import { testSql } from '../support/db'
-import { createProduct } from '../support/fixtures'
-import { buyersWith, expectClean, sqlChannel } from '../support/proof'
+import { judge, type Checkout, type Facts, type OrderRecord, type Outcome } from '../../src/proof/invariants'
+import { expectClean, scarceRace, sqlChannel } from '../support/proof'
 
-const sql = testSql()
 const viaSql = sqlChannel(8)
 afterAll(() => viaSql.close())
 
 /**
  * A real race whose accepted checkouts are then told, after the fact, that
  * they failed: what a fault does to a client whose checkout committed.
- * 6 buyers want 2 of a scarce product (stock 5) and 1 of a plentiful one.
  */
 async function raceThenFault() {
-  const scarce = await createProduct(sql, { seller_id: 41, price: 700, stock: 5 })
-  const plenty = await createProduct(sql, { seller_id: 41, price: 300, stock: 100 })
-  const buyers = await buyersWith(sql, [
-    ...Array.from({ length: 6 }, (): [number, number][] => [
-      [scarce.id, 2],
-      [plenty.id, 1],
-    ]),
-    [[plenty.id, 1]],
-  ])
-  const idle = buyers.pop()!
-  const start = await startRun(sql, [scarce.id, plenty.id])
-  const checkouts: Checkout[] = await Promise.all(
-    buyers.map(async (b) => ({ cartId: b.cartId, buyerId: b.userId, wants: b.wants, outcome: await viaSql.checkout(b.cartId) })),
-  )
-  const run: Run = { ...start, checkouts }
-  const facts = await readFacts(sql, run)
+  const { run, facts, idle } = await scarceRace(viaSql, { contenders: 6, sellers: [41, 41] })
+  const checkouts = run.checkouts
   expectClean(judge(run, facts))
   const accepted = checkouts.flatMap((c, i) => (c.outcome.kind === 'accepted' ? [i] : []))
   expect(accepted).toHaveLength(2)

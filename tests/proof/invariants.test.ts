@@ -12,36 +12,15 @@ import {
 } from '../../src/proof/invariants'
 import { testSql } from '../support/db'
 import { createProduct } from '../support/fixtures'
-import { barrier, buyersWith, expectClean, httpChannel, sqlChannel } from '../support/proof'
+import { barrier, buyersWith, expectClean, httpChannel, scarceRace, sqlChannel } from '../support/proof'
 import { unsafeCheckout } from '../support/unsafe-checkout'
 
 const sql = testSql()
 const viaSql = sqlChannel(12)
 afterAll(() => viaSql.close())
 
-/**
- * A real race to tamper with: 8 buyers want 2 of a scarce product (stock 5)
- * and 1 of a plentiful one, from two sellers; one more buyer wants only the
- * plentiful one and never checks out.
- */
-async function cleanRace() {
-  const scarce = await createProduct(sql, { seller_id: 31, price: 700, stock: 5 })
-  const plenty = await createProduct(sql, { seller_id: 32, price: 300, stock: 100 })
-  const buyers = await buyersWith(sql, [
-    ...Array.from({ length: 8 }, (): [number, number][] => [
-      [scarce.id, 2],
-      [plenty.id, 1],
-    ]),
-    [[plenty.id, 1]],
-  ])
-  const idle = buyers.pop()!
-  const start = await startRun(sql, [scarce.id, plenty.id])
-  const checkouts: Checkout[] = await Promise.all(
-    buyers.map(async (b) => ({ cartId: b.cartId, buyerId: b.userId, wants: b.wants, outcome: await viaSql.checkout(b.cartId) })),
-  )
-  const run: Run = { ...start, checkouts }
-  return { run, facts: await readFacts(sql, run), scarce, plenty, idle }
-}
+/** An honest race to tamper with: 8 contenders, two sellers. */
+const cleanRace = () => scarceRace(viaSql, { contenders: 8, sellers: [31, 32] })
 
 const violated = (run: Run, facts: Facts) => new Set(judge(run, facts).violations.map((v) => v.invariant))
 

@@ -1,7 +1,7 @@
 import { expect } from 'bun:test'
 import { createApp } from '../../src/app'
 import { createSql, type Sql } from '../../src/db/client'
-import { outcomeOfHttp, outcomeOfSql, type OrderDocument, type Outcome, type Verdict } from '../../src/proof/invariants'
+import { outcomeOfHttp, outcomeOfSql, readFacts, startRun, type Checkout, type OrderDocument, type Outcome, type Run, type Verdict } from '../../src/proof/invariants'
 import type { CheckoutOptions } from '../../src/checkout'
 import { apiSql, appDatabaseUrl, testSql } from './db'
 import { createProduct, newUserId } from './fixtures'
@@ -155,4 +155,30 @@ export function signal<T = void>() {
   let resolve!: (value: T) => void
   const promise = new Promise<T>((r) => (resolve = r))
   return { promise, resolve }
+}
+
+/**
+ * A real race through `channel`: `contenders` buyers each want 2 of a scarce
+ * product (stock 5) and 1 of a plentiful one; one more buyer wants only the
+ * plentiful one and never checks out (`idle`). Checkers are then shown this
+ * run, honest or tampered with.
+ */
+export async function scarceRace(channel: Channel, options: { contenders: number; sellers: [number, number] }) {
+  const sql = testSql()
+  const scarce = await createProduct(sql, { seller_id: options.sellers[0], price: 700, stock: 5 })
+  const plenty = await createProduct(sql, { seller_id: options.sellers[1], price: 300, stock: 100 })
+  const buyers = await buyersWith(sql, [
+    ...Array.from({ length: options.contenders }, (): [number, number][] => [
+      [scarce.id, 2],
+      [plenty.id, 1],
+    ]),
+    [[plenty.id, 1]],
+  ])
+  const idle = buyers.pop()!
+  const start = await startRun(sql, [scarce.id, plenty.id])
+  const checkouts: Checkout[] = await Promise.all(
+    buyers.map(async (b) => ({ cartId: b.cartId, buyerId: b.userId, wants: b.wants, outcome: await channel.checkout(b.cartId) })),
+  )
+  const run: Run = { ...start, checkouts }
+  return { run, facts: await readFacts(sql, run), scarce, plenty, idle }
 }
