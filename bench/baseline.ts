@@ -47,7 +47,7 @@ export async function baselineCheckout(sql: Sql, buyer: Buyer): Promise<Outcome>
   await sql.begin(async (tx) => {
     const products = await tx<LockedProduct[]>`
       select id, stock, price, weight, seller_id, active
-        from public.products
+        from waitress.products
        where id = any (${buyer.productIds}::bigint[])
        order by id
          for update`
@@ -60,30 +60,30 @@ export async function baselineCheckout(sql: Sql, buyer: Buyer): Promise<Outcome>
     if (sellers.size !== 1) throw new AppRefusal('WA007', 'the items belong to several sellers')
 
     for (const product of products)
-      await tx`update public.products set stock = stock - ${quantity} where id = ${product.id}`
+      await tx`update waitress.products set stock = stock - ${quantity} where id = ${product.id}`
 
     const total = products.reduce((sum, product) => sum + product.price * quantity, 0)
     const [order] = await tx<{ id: number }[]>`
-      insert into public.orders (buyer_id, seller_id, total_price)
+      insert into waitress.orders (buyer_id, seller_id, total_price)
       values (${buyer.buyerId}, ${products[0].seller_id}, ${total})
       returning id`
 
     const byId = new Map(products.map((product) => [product.id, product]))
     const lines = buyer.itemIds.map((itemId, index) => ({ itemId, product: byId.get(buyer.productIds[index])! }))
     await tx`
-      insert into public.order_items (order_id, product_id, cart_item_id, quantity, price, weight)
+      insert into waitress.order_items (order_id, product_id, cart_item_id, quantity, price, weight)
       select ${order.id}, l.product_id, l.cart_item_id, ${quantity}, l.price, l.weight
         from unnest(${lines.map((l) => l.product.id)}::bigint[], ${lines.map((l) => l.itemId)}::bigint[],
                     ${lines.map((l) => l.product.price)}::bigint[], ${lines.map((l) => l.product.weight)}::int[])
              as l(product_id, cart_item_id, price, weight)`
 
     const bought = await tx`
-      update public.cart_items set purchased = true
+      update waitress.cart_items set purchased = true
        where id = any (${buyer.itemIds}::bigint[]) and cart_id = ${buyer.cartId} and not purchased`
     if (bought.count !== buyer.itemIds.length) throw new AppRefusal('WA005', 'a cart item is not open')
 
     await tx`
-      insert into public.stock_movements (product_id, quantity, reason, order_id)
+      insert into waitress.stock_movements (product_id, quantity, reason, order_id)
       select product_id, ${-quantity}, 'sale', ${order.id}
         from unnest(${lines.map((l) => l.product.id)}::bigint[]) as l(product_id)`
   })

@@ -165,7 +165,7 @@ export async function main(args: string[]): Promise<void> {
     cleanups.push(() => service.stop())
 
     const [flash] = await sql<{ present: boolean }[]>`
-      select to_regprocedure('public.set_flash_sale(bigint,boolean)') is not null as present`
+      select to_regprocedure('api.set_flash_sale(bigint,boolean)') is not null as present`
     const skipped: string[] = []
     let modes = options.modes
     if (!flash.present && modes.includes('http-flash')) {
@@ -237,7 +237,7 @@ export async function main(args: string[]): Promise<void> {
     }
 
     const [finalAudit] = await sql<{ n: number }[]>`
-      select count(*)::int as n from public.inventory_audit() where product_id = any (${ctx.benchProducts}::bigint[])`
+      select count(*)::int as n from api.inventory_audit() where product_id = any (${ctx.benchProducts}::bigint[])`
     if (finalAudit.n > 0) log(`inventory_audit() lists ${finalAudit.n} bench products at the end`)
 
     const aggregates = aggregate(cells)
@@ -310,7 +310,7 @@ async function runCell(ctx: Context, repeat: number, scenario: Scenario, mode: M
     // Read when the warm-up is over, before the measured phase.
     let before: State | undefined
     try {
-      await sql`vacuum public.products`.catch(() => {})
+      await sql`vacuum waitress.products`.catch(() => {})
       await sql`checkpoint`.catch(() => {})
       run = await drive(ctx, {
         mode,
@@ -416,8 +416,8 @@ interface State {
 }
 
 async function readState(sql: Sql, products: number[]): Promise<State> {
-  const rows = await sql<{ id: number; stock: number }[]>`select id, stock from public.products where id = any (${products}::bigint[])`
-  const [{ max }] = await sql<{ max: number }[]>`select coalesce(max(id), 0)::bigint as max from public.orders`
+  const rows = await sql<{ id: number; stock: number }[]>`select id, stock from waitress.products where id = any (${products}::bigint[])`
+  const [{ max }] = await sql<{ max: number }[]>`select coalesce(max(id), 0)::bigint as max from waitress.orders`
   return { stock: new Map(rows.map((r) => [r.id, r.stock])), maxOrderId: max }
 }
 
@@ -439,23 +439,23 @@ async function checkInvariants(ctx: Context, mode: Mode, products: number[], bef
 
   if (mode === 'bare') {
     await sql`
-      insert into public.stock_movements (product_id, quantity, reason, note)
+      insert into waitress.stock_movements (product_id, quantity, reason, note)
       select p.id, p.stock - l.stock, 'correction', 'bench: units taken by bare UPDATE cells, which write no ledger row'
-        from public.products p
-        join (select product_id, sum(quantity) as stock from public.stock_movements group by product_id) l on l.product_id = p.id
+        from waitress.products p
+        join (select product_id, sum(quantity) as stock from waitress.stock_movements group by product_id) l on l.product_id = p.id
        where p.id = any (${products}::bigint[]) and p.stock <> l.stock`
   } else {
     const [{ n }] = await sql<{ n: number }[]>`
-      select count(*)::int as n from public.orders where id > ${before.maxOrderId} and seller_id = ${BENCH_SELLER_ID}`
+      select count(*)::int as n from waitress.orders where id > ${before.maxOrderId} and seller_id = ${BENCH_SELLER_ID}`
     if (n !== result.ok) problems.push(`${n} orders created ≠ ${result.ok} successes`)
     const sold = await sql<{ id: number; stock: number; sold: number }[]>`
-      select p.id, p.stock, coalesce((select sum(oi.quantity) from public.order_items oi where oi.product_id = p.id), 0)::bigint as sold
-        from public.products p where p.id = any (${products}::bigint[])`
+      select p.id, p.stock, coalesce((select sum(oi.quantity) from waitress.order_items oi where oi.product_id = p.id), 0)::bigint as sold
+        from waitress.products p where p.id = any (${products}::bigint[])`
     for (const row of sold)
       if (row.stock + row.sold !== BENCH_STOCK) problems.push(`product ${row.id}: initial ${BENCH_STOCK} ≠ stock ${row.stock} + sold in orders ${row.sold}`)
   }
   const audit = await sql<{ product_id: number }[]>`
-    select product_id from public.inventory_audit() where product_id = any (${ctx.benchProducts}::bigint[])`
+    select product_id from api.inventory_audit() where product_id = any (${ctx.benchProducts}::bigint[])`
   if (audit.length) problems.push(`inventory_audit() lists products ${audit.map((r) => r.product_id).join(', ')}`)
   return problems
 }
@@ -540,7 +540,7 @@ async function setFlashSale(ctx: Context, productIds: number[], enabled: boolean
       const body = await response.text()
       if (!response.ok) throw new Error(`PUT /products/${id}/flash-sale answered ${response.status}: ${body}`)
     } else {
-      await ctx.sql`select public.set_flash_sale(${id}::bigint, ${enabled})`
+      await ctx.sql`select api.set_flash_sale(${id}::bigint, ${enabled})`
     }
   }
 }

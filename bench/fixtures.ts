@@ -17,7 +17,7 @@ export async function createBenchProducts(sql: Sql, names: string[]): Promise<nu
   const ids: number[] = []
   for (const name of names) {
     const [product] = await sql<{ id: number }[]>`
-      select id from public.create_product(${name}, ${BENCH_SELLER_ID}, ${PRICE}, ${BENCH_STOCK}, ${WEIGHT})`
+      select (api.create_product(${name}, ${BENCH_SELLER_ID}, ${PRICE}, ${BENCH_STOCK}, ${WEIGHT})->>'id')::bigint as id`
     ids.push(product.id)
   }
   return ids
@@ -72,9 +72,9 @@ export class BuyerPool {
     const sql = this.sql
     this.buyers = this.buyers.slice(this.cursor)
     this.cursor = 0
-    const [{ last }] = await sql<{ last: number }[]>`select coalesce(max(user_id), 0)::bigint as last from public.carts`
+    const [{ last }] = await sql<{ last: number }[]>`select coalesce(max(user_id), 0)::bigint as last from waitress.carts`
     const carts = await sql<{ id: number; user_id: number }[]>`
-      insert into public.carts (user_id)
+      insert into waitress.carts (user_id)
       select g from generate_series(${last + 1}::bigint, ${last + count}::bigint) g
       order by g
       returning id, user_id`
@@ -87,7 +87,7 @@ export class BuyerPool {
       }
     }
     const items = await sql<{ id: number; cart_id: number; product_id: number }[]>`
-      insert into public.cart_items (cart_id, product_id, quantity)
+      insert into waitress.cart_items (cart_id, product_id, quantity)
       select l.cart_id, l.product_id, 1
         from unnest(${lineCart}::bigint[], ${lineProduct}::bigint[]) with ordinality as l(cart_id, product_id, n)
        order by l.n

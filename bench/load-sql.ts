@@ -18,7 +18,7 @@ const sql = createSql(config.databaseUrl!, {
 
 const attempts: Record<string, (buyer: Buyer | undefined) => Promise<Outcome>> = {
   async direct(buyer) {
-    const rows = await sql`select o from public.place_order(${buyer!.cartId}, ${buyer!.itemIds}::bigint[]) o`
+    const rows = await sql`select o from jsonb_array_elements(api.place_order(${buyer!.cartId}, ${buyer!.itemIds}::bigint[])->'orders') o`
     if (rows.length !== 1) return { ok: false, units: 0, error: `${rows.length} orders for one seller` }
     return { ok: true, units: buyer!.itemIds.length }
   },
@@ -29,7 +29,7 @@ const attempts: Record<string, (buyer: Buyer | undefined) => Promise<Outcome>> =
 /** The single-row ceiling: one conditional decrement and nothing else. */
 function bareOne(productId: number) {
   return async (): Promise<Outcome> => {
-    const result = await sql`update public.products set stock = stock - 1 where id = ${productId} and stock >= 1`
+    const result = await sql`update waitress.products set stock = stock - 1 where id = ${productId} and stock >= 1`
     return result.count === 1 ? { ok: true, units: 1 } : { ok: false, units: 0, error: 'out of stock' }
   }
 }
@@ -45,11 +45,11 @@ function bareSeveral(productIds: number[]) {
     const chosen = [...productIds].sort(() => Math.random() - 0.5).slice(0, count).sort((a, b) => a - b)
     const result = await sql`
       with locked as (
-        select id from public.products
+        select id from waitress.products
          where id = any (${chosen}::bigint[]) and stock >= 1
          order by id
            for no key update)
-      update public.products p set stock = p.stock - 1 from locked where p.id = locked.id`
+      update waitress.products p set stock = p.stock - 1 from locked where p.id = locked.id`
     return result.count === count ? { ok: true, units: count } : { ok: false, units: result.count, error: 'out of stock' }
   }
 }

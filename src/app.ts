@@ -1,21 +1,23 @@
 import { Elysia } from 'elysia'
 import { swagger } from '@elysiajs/swagger'
-import type { Sql } from './db/client'
-import type { GateStats } from './db/gate'
-import { errorHandler } from './http/errors'
-import { jsonBodies } from './http/body'
-import { bearerScheme, identity } from './http/identity'
-import { rateLimit, type RateLimitOptions } from './http/rate-limit'
-import { healthRoutes } from './routes/health'
-import { productRoutes } from './routes/products'
-import { cartRoutes } from './routes/carts'
-import { orderRoutes } from './routes/orders'
-import { inventoryRoutes } from './routes/inventory'
-import { Checkout, type CheckoutOptions } from './checkout'
-import { silentLogger, type Logger } from './observability/logger'
-import { Metrics } from './observability/metrics'
-import { observability } from './observability/plugin'
-import pkg from '../package.json'
+import type { Sql } from './db/client.ts'
+import type { GateStats } from './db/gate.ts'
+import { bearerScheme, createAccess } from './http/access.ts'
+import { jsonBodies } from './http/body.ts'
+import { errorHandler } from './http/errors.ts'
+import { sqlRateLimiter, type RateLimitOptions } from './http/rate-limit.ts'
+import { OrderPlacer, type OrderPlacerOptions } from './order-placer.ts'
+import { silentLogger, type Logger } from './observability/logger.ts'
+import { Metrics } from './observability/metrics.ts'
+import { observability } from './observability/plugin.ts'
+import { cartRoutes } from './routes/carts.ts'
+import { healthRoutes } from './routes/health.ts'
+import { inventoryRoutes } from './routes/inventory.ts'
+import { metricsRoutes } from './routes/metrics.ts'
+import { orderRoutes } from './routes/orders.ts'
+import { productRoutes } from './routes/products.ts'
+
+export const VERSION = '0.2.0'
 
 export interface AppOptions {
   /** HS256 secret of the bearer tokens; without it the open contract applies (development only). */
@@ -24,12 +26,14 @@ export interface AppOptions {
   rateLimit?: RateLimitOptions
   /** Largest request body; larger is 413. */
   maxBodyBytes?: number
-  checkout?: CheckoutOptions
+  orderPlacer?: OrderPlacerOptions
   logger?: Logger
   /** The pool's gate, so /metrics can show connections in use and requests waiting. */
   gateStats?: () => GateStats
   /** False while the process drains before exiting: /readyz answers 503. */
   accepting?: () => boolean
+  /** The client's address, for the rate limit of requests without a token. */
+  clientAddress?: (request: Request, server: unknown) => string | undefined
 }
 
 export const DEFAULT_MAX_BODY_BYTES = 65_536
@@ -38,18 +42,22 @@ export const DEFAULT_MAX_BODY_BYTES = 65_536
 export function createApp(sql: Sql, options: AppOptions = {}) {
   const logger = options.logger ?? silentLogger()
   const metrics = new Metrics(options.gateStats)
-  const checkout = new Checkout(sql, options.checkout, {
+  const placer = new OrderPlacer(sql, options.orderPlacer, {
     placed: (orders) => metrics.ordersPlaced.inc(orders),
     refused: (code) => metrics.checkoutRefusals.inc({ code }),
     batched: (size) => metrics.checkoutBatchSize.observe(size),
   })
+  const access = createAccess({
+    secret: options.authJwtSecret,
+    rateLimiter: sqlRateLimiter(sql, options.rateLimit ?? { limit: 0, windowSeconds: 60 }),
+    clientAddress: options.clientAddress,
+  })
   // normalize: false, so that a body field no route schema names (say stock
   // on a cart line) is refused with 400 instead of being dropped in silence.
-  return new Elysia({ normalize: false })
+  const app = new Elysia({ normalize: false })
     .use(observability(logger, metrics))
     .use(errorHandler(logger))
-    .use(identity({ secret: options.authJwtSecret }))
-    .use(rateLimit(sql, options.rateLimit ?? { limit: 0, windowSeconds: 60 }))
+    .use(access.plugin)
     .use(jsonBodies(options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES))
     .use(
       swagger({
@@ -58,25 +66,24 @@ export function createApp(sql: Sql, options: AppOptions = {}) {
         documentation: {
           info: {
             title: 'Waitress',
-            version: pkg.version,
+            version: VERSION,
             description:
               'Order placement that never oversells. Successes come as { data, meta: { http_status } }, ' +
               'errors as { error, code?, details?, meta: { http_status } }. The checkout is one PostgreSQL ' +
-              'function, place_order; see the README for its SQL contract and error codes.',
+              'function, api.place_order; see docs/sql-contract.md for its SQL contract and error codes.',
           },
           components: { securitySchemes: { bearerAuth: bearerScheme } },
         },
       }),
     )
-    .use(healthRoutes(sql, { accepting: options.accepting ?? (() => true) }))
-    .get('/metrics', async ({ set }) => {
-      set.headers['content-type'] = metrics.registry.contentType
-      return metrics.registry.metrics()
-    })
-    .use(productRoutes(sql))
-    .use(cartRoutes(sql, checkout))
-    .use(orderRoutes(sql, checkout))
-    .use(inventoryRoutes(sql))
+    .use(healthRoutes(sql, access.plugin, { accepting: options.accepting ?? (() => true) }))
+    .use(metricsRoutes(access.plugin, metrics))
+    .use(productRoutes(sql, access.plugin))
+    .use(cartRoutes(sql, access.plugin, placer))
+    .use(orderRoutes(sql, access.plugin, placer))
+    .use(inventoryRoutes(sql, access.plugin))
+  access.learn(app)
+  return app
 }
 
 export type App = ReturnType<typeof createApp>

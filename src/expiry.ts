@@ -1,4 +1,4 @@
-import type { Sql } from './db/client'
+import type { Sql } from './db/client.ts'
 
 const BATCH = 500
 
@@ -11,7 +11,7 @@ export async function expireOverdueOrders(sql: Sql, ttlSeconds: number): Promise
   let total = 0
   for (;;) {
     const [{ expired }] = await sql<{ expired: number }[]>`
-      select public.expire_orders(make_interval(secs => ${ttlSeconds}), ${BATCH}) as expired`
+      select api.expire_orders(make_interval(secs => ${ttlSeconds}), ${BATCH}) as expired`
     total += expired
     if (expired < BATCH) return total
   }

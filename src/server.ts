@@ -1,11 +1,11 @@
-import { ConfigError, loadConfig } from './config'
-import { openDatabase } from './db/database'
-import { createSql, gated } from './db/client'
-import { Gate } from './db/gate'
-import { startPurging } from './db/maintenance'
-import { createApp } from './app'
-import { startExpiryTimer } from './expiry'
-import { createLogger } from './observability/logger'
+import { ConfigError, loadConfig } from './config.ts'
+import { openDatabase } from './db/database.ts'
+import { createSql, gated } from './db/client.ts'
+import { Gate } from './db/gate.ts'
+import { startPurging } from './db/maintenance.ts'
+import { createApp } from './app.ts'
+import { startExpiryTimer } from './expiry.ts'
+import { createLogger } from './observability/logger.ts'
 
 const QUERY_TIMEOUT_MARGIN_MS = 1_000
 
@@ -53,7 +53,7 @@ const app = createApp(sql, {
   authJwtSecret: config.authJwtSecret,
   rateLimit: { limit: config.rateLimit, windowSeconds: config.rateLimitWindowSeconds },
   maxBodyBytes: config.maxBodyBytes,
-  checkout: {
+  orderPlacer: {
     flashSaleCheckEveryMs: config.flashSaleCheckEveryMs,
     maxBatch: config.flashSaleMaxBatch,
     batchesInFlight: config.flashSaleBatchesInFlight,

@@ -1,8 +1,6 @@
-import { afterAll, setDefaultTimeout } from 'bun:test'
-import { startTestDatabase } from './support/database'
-import { closeTestSql } from './support/db'
-
-setDefaultTimeout(120_000)
+import { afterAll } from 'bun:test'
+import { startTestDatabase } from './support/database.ts'
+import { closeTestSql } from './support/db.ts'
 
 const database = await startTestDatabase()
 process.env.WAITRESS_TEST_DATABASE_URL = database.url

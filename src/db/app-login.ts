@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { createSql } from './client'
+import { createSql } from './client.ts'
 
 /** The login the service connects as: it can only act as waitress_api. */
 export const APP_LOGIN = 'waitress_app'

@@ -1,5 +1,5 @@
 import postgres from 'postgres'
-import { DatabaseBusyError, Gate } from './gate'
+import { DatabaseBusyError, Gate } from './gate.ts'
 
 export type Sql = postgres.Sql<{ bigint: number }>
 

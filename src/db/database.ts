@@ -1,7 +1,7 @@
-import type { Config } from '../config'
-import { startEmbeddedPostgres } from './embedded'
-import { migrate } from './migrate'
-import { APP_LOGIN, ensureAppLogin, randomPassword } from './app-login'
+import type { Config } from '../config.ts'
+import { startEmbeddedPostgres } from './embedded.ts'
+import { migrate } from './migrate.ts'
+import { APP_LOGIN, ensureAppLogin, randomPassword } from './app-login.ts'
 
 export interface Database {
   /** The owner's connection: migrations. */

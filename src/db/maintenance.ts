@@ -1,4 +1,4 @@
-import type { Sql } from './client'
+import type { Sql } from './client.ts'
 
 /**
  * Purges expired idempotency keys (older than 24 hours) and ended
@@ -10,7 +10,7 @@ export function startPurging(sql: Sql, intervalSeconds: number, log: (msg: strin
   const purge = async () => {
     try {
       const [row] = await sql<{ keys: number; windows: number }[]>`
-        select public.purge_idempotency_keys() as keys, public.purge_rate_limit_windows() as windows`
+        select api.purge_idempotency_keys() as keys, api.purge_rate_limit_windows() as windows`
       if (row.keys > 0 || row.windows > 0) log('purged', { idempotency_keys: row.keys, rate_limit_windows: row.windows })
     } catch (error) {
       log('purge failed; will retry', { error: String(error) })

@@ -1,6 +1,6 @@
 import { resolveBinary } from 'dbmate'
 import { resolve } from 'node:path'
-import { createSql } from './client'
+import { createSql } from './client.ts'
 
 export const MIGRATIONS_DIR = resolve(import.meta.dir, '../../db/migrations')
 

@@ -1,5 +1,5 @@
 import { Elysia } from 'elysia'
-import { ApiError } from './errors'
+import { ApiError } from './errors.ts'
 
 /** application/json or any application/…+json, in any case, in UTF-8 (the only charset JSON has). */
 const JSON_MEDIA_TYPE = /^application\/(?:[\w.-]+\+)?json$/i

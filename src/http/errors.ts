@@ -1,8 +1,10 @@
 import { Elysia } from 'elysia'
 import postgres from 'postgres'
-import { DatabaseBusyError } from '../db/gate'
-import type { Logger } from '../observability/logger'
-import { requestInfo } from '../observability/plugin'
+import { DatabaseBusyError } from '../db/gate.ts'
+import { REFUSALS } from '../generated/sql.ts'
+import type { ErrorEnvelope } from '../models.ts'
+import type { Logger } from '../observability/logger.ts'
+import { requestInfo } from '../observability/plugin.ts'
 
 /** An error the API raises itself, with the HTTP status it means. */
 export class ApiError extends Error {
@@ -16,48 +18,9 @@ export class ApiError extends Error {
   }
 }
 
-export interface ErrorBody {
-  error: string
-  /** SQLSTATE of a database refusal, e.g. WA004. */
-  code?: string
-  /** The refusal's DETAIL, parsed when it is JSON (which product, how many left). */
-  details?: unknown
-  meta: { http_status: number }
-}
+export type ErrorBody = ErrorEnvelope
 
-/**
- * How each SQLSTATE reaches a client. WAnnn are the business refusals raised
- * by the SQL functions (see README, "SQL contract"); the others are
- * PostgreSQL's own codes that bad input or load can cause.
- */
-const STATUS_BY_SQLSTATE: Record<string, number> = {
-  WA001: 404, // cart not found
-  WA002: 404, // product not found
-  WA003: 422, // product not for sale
-  WA004: 422, // insufficient stock
-  WA005: 422, // cart items not open items of the cart
-  WA006: 422, // nothing to order
-  WA007: 422, // items of several sellers in one order
-  WA008: 404, // order not found
-  WA009: 409, // order is not in a state the action applies to
-  WA010: 422, // stock correction below zero
-  WA011: 403, // the other party's action on an order
-  WA101: 422, // idempotency key already used for a different request
-  WA102: 409, // a request with this idempotency key is still in progress
-  '22021': 400, // invalid byte sequence (a NUL character in text)
-  '22P05': 400, // untranslatable character
-  '22001': 422, // string too long
-  '22003': 422, // number out of range
-  '22023': 422, // invalid parameter value
-  '22P02': 400, // invalid text representation
-  '23502': 422, // not-null violation
-  '23503': 422, // foreign key violation
-  '23505': 409, // unique violation
-  '23514': 422, // check violation
-}
-
-/** Transient: the database is overloaded, restarting or unreachable. The client should retry. */
-const RETRYABLE_SQLSTATES = new Set(['40001', '40P01', '53300', '55P03', '57014', '57P01', '57P02', '57P03'])
+/** Transient failures of the connection itself: the client should retry. */
 const RETRYABLE_CLIENT_CODES = new Set(['CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED', 'CONNECT_TIMEOUT', 'ECONNREFUSED', 'ECONNRESET'])
 
 export function errorBody(status: number, message: string, extra: Partial<ErrorBody> = {}): ErrorBody {
@@ -81,13 +44,15 @@ function parseDetail(detail: string | undefined): unknown {
 }
 
 /**
- * The HTTP status a SQLSTATE reaches a client with: 4xx for a refusal, 503
- * for a transient failure, 500 for anything else. SQL callers use it to read
- * a PostgresError the way an HTTP client reads the response.
+ * The HTTP status a SQLSTATE reaches a client with, from waitress.refusals
+ * (generated into src/generated/sql.ts): 4xx for a refusal, 503 for a
+ * transient failure, 500 for anything else. The proof code uses it to read a
+ * PostgresError the way an HTTP client reads the response.
  */
 export function statusForSqlstate(sqlstate: string): number {
-  if (RETRYABLE_SQLSTATES.has(sqlstate) || sqlstate.startsWith('08')) return 503
-  return STATUS_BY_SQLSTATE[sqlstate] ?? 500
+  // Class 08: the connection failed; whatever the code, the database was unreachable.
+  if (sqlstate.startsWith('08')) return 503
+  return (REFUSALS as Record<string, { status: number }>)[sqlstate]?.status ?? 500
 }
 
 function fromPostgres(error: postgres.PostgresError): Response | undefined {

@@ -1,5 +1,5 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
-import type { GateStats } from '../db/gate'
+import type { GateStats } from '../db/gate.ts'
 
 /** Prometheus metrics of one process, served at GET /metrics. */
 export class Metrics {

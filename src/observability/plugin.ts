@@ -1,6 +1,6 @@
 import { Elysia } from 'elysia'
-import type { Logger } from './logger'
-import type { Metrics } from './metrics'
+import type { Logger } from './logger.ts'
+import type { Metrics } from './metrics.ts'
 
 export interface RequestInfo {
   id: string

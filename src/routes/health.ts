@@ -1,32 +1,32 @@
 import { Elysia, t } from 'elysia'
-import { readdirSync } from 'node:fs'
-import type { Sql } from '../db/client'
-import { MIGRATIONS_DIR } from '../db/migrate'
-import { envelope, errors, ok } from '../http/envelope'
-import { ApiError } from '../http/errors'
+import type { Sql } from '../db/client.ts'
+import type { AccessPlugin } from '../http/access.ts'
+import { failures, ok } from '../http/envelope.ts'
+import { ApiError } from '../http/errors.ts'
+import { MIGRATIONS } from '../generated/sql.ts'
+import { Envelope } from '../models.ts'
 
-/** The migrations this code needs, read once: db/migrations/<version>_<name>.sql. */
-const REQUIRED_MIGRATIONS = readdirSync(MIGRATIONS_DIR)
-  .map((file) => /^(\d+)_.*\.sql$/.exec(file)?.[1])
-  .filter((version): version is string => version !== undefined)
-
-export const healthRoutes = (sql: Sql, lifecycle: { accepting: () => boolean }) =>
+/** Liveness and readiness, for probes: no token, not rate-limited. */
+export const healthRoutes = (sql: Sql, access: AccessPlugin, lifecycle: { accepting: () => boolean }) =>
   new Elysia({ detail: { tags: ['health'] } })
+    .use(access)
     .get('/healthz', () => ok(200, { status: 'ok' as const }), {
-      response: { 200: envelope(t.Object({ status: t.Literal('ok') })) },
+      access: 'probe',
+      response: { 200: Envelope(t.Object({ status: t.Literal('ok') })) },
       detail: { summary: 'Liveness: the process answers' },
     })
     .get(
       '/readyz',
       async () => {
         if (!lifecycle.accepting()) throw new ApiError(503, 'shutting down')
-        const applied = new Set((await sql<{ version: string }[]>`select version from public.schema_migrations`).map((row) => row.version))
-        const pending = REQUIRED_MIGRATIONS.filter((version) => !applied.has(version))
+        const applied = new Set((await sql<{ version: string }[]>`select api.applied_migrations() as version`).map((row) => row.version))
+        const pending = MIGRATIONS.filter((version) => !applied.has(version))
         if (pending.length > 0) throw new ApiError(503, `migrations not applied: ${pending.join(', ')}`)
-        return ok(200, { status: 'ready' as const, migrations: REQUIRED_MIGRATIONS.length })
+        return ok(200, { status: 'ready' as const, migrations: MIGRATIONS.length })
       },
       {
-        response: { 200: envelope(t.Object({ status: t.Literal('ready'), migrations: t.Integer() })), ...errors(503) },
+        access: 'probe',
+        response: { 200: Envelope(t.Object({ status: t.Literal('ready'), migrations: t.Integer() })), ...failures('probe', 503) },
         detail: { summary: 'Readiness: the database answers and every migration is applied (503 otherwise)' },
       },
     )

@@ -1,28 +1,20 @@
 import { Elysia, t } from 'elysia'
-import type { Sql } from '../db/client'
-import { envelope, ok } from '../http/envelope'
+import type { Sql } from '../db/client.ts'
+import type { AccessPlugin } from '../http/access.ts'
+import { failures, ok } from '../http/envelope.ts'
+import { AuditRow, Envelope } from '../models.ts'
 
-const AuditRow = t.Object(
-  {
-    product_id: t.Integer(),
-    name: t.String(),
-    stock: t.Integer(),
-    ledger_stock: t.Integer({ description: 'Sum of the product\'s stock movements.' }),
-    sold_in_ledger: t.Integer({ description: 'Units out to orders per the ledger: sales less releases.' }),
-    sold_in_orders: t.Integer({ description: 'Units in the lines of live orders.' }),
-  },
-  { title: 'AuditDiscrepancy' },
-)
-
-export const inventoryRoutes = (sql: Sql) =>
-  new Elysia({ prefix: '/inventory', detail: { tags: ['inventory'] } }).get(
+/** The inventory audit, for operators. */
+export const inventoryRoutes = (sql: Sql, access: AccessPlugin) =>
+  new Elysia({ prefix: '/inventory', detail: { tags: ['inventory'] } }).use(access).get(
     '/audit',
-    async () => ok(200, [...(await sql<(typeof AuditRow.static)[]>`select * from public.inventory_audit()`)]),
+    async () => ok(200, [...(await sql<AuditRow[]>`select * from api.inventory_audit()`)]),
     {
-      response: { 200: envelope(t.Array(AuditRow)) },
+      access: 'operator',
+      response: { 200: Envelope(t.Array(AuditRow)), ...failures('operator') },
       detail: {
         summary: 'Products whose stock disagrees with the ledger or with their orders: always empty',
-        description: 'inventory_audit() in SQL. A non-empty answer means something changed stock outside the functions.',
+        description: 'api.inventory_audit() in SQL. A non-empty answer means something changed stock outside the functions.',
       },
     },
   )

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'bun:test'
-import { testSql } from '../support/db'
-import { createProduct, newUserId, stockOf } from '../support/fixtures'
-import { expectErrorEnvelope, req } from '../support/http'
+import { testSql } from '../support/db.ts'
+import { createProduct, newUserId, stockOf } from '../support/fixtures.ts'
+import { expectErrorEnvelope, req } from '../support/http.ts'
 
 const sql = testSql()
 
@@ -84,7 +84,7 @@ describe('POST /carts/items', () => {
     for (const quantity of [0, -1, 1.5, '2', null, 2 ** 31]) expectErrorEnvelope(await addItem(cart.id, product.id, quantity as number), 400)
     expectErrorEnvelope(await req('/carts/items', { body: { cart_id: cart.id, quantity: 1 } }), 400)
     expectErrorEnvelope(await addItem(2 ** 53, product.id, 1), 400)
-    const [{ count }] = await sql`select count(*)::int from public.cart_items where cart_id = ${cart.id}`
+    const [{ count }] = await sql`select count(*)::int from waitress.cart_items where cart_id = ${cart.id}`
     expect(count).toBe(0)
   })
 })

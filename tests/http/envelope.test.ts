@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'bun:test'
-import { createApp } from '../../src/app'
-import { createSql, type Sql } from '../../src/db/client'
-import { freePort } from '../../src/db/embedded'
+import { createApp } from '../../src/app.ts'
+import { createSql, type Sql } from '../../src/db/client.ts'
+import { freePort } from '../../src/db/embedded.ts'
 import pino from 'pino'
-import { apiSql, testSql } from '../support/db'
-import { expectErrorEnvelope, req } from '../support/http'
+import { apiSql, testSql } from '../support/db.ts'
+import { expectErrorEnvelope, req } from '../support/http.ts'
 
 describe('the API envelope', () => {
   it('answers unknown routes with 404 in the error envelope', async () => {
@@ -118,7 +118,7 @@ describe('the API envelope', () => {
       ].sort(),
     )
     const created = spec.paths['/carts/{id}/checkout'].post.responses
-    expect(Object.keys(created).sort()).toEqual(['201', '400', '401', '404', '413', '415', '422', '429'])
+    expect(Object.keys(created).sort()).toEqual(['201', '400', '401', '404', '409', '413', '415', '422', '429', '503'])
     const errorSchema = JSON.stringify(created['422'])
     expect(errorSchema).toContain('http_status')
     expect(errorSchema).toContain('"error"')

@@ -7,11 +7,11 @@
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'bun:test'
 import fc from 'fast-check'
-import { createApp } from '../../src/app'
-import { apiSql, testSql } from '../support/db'
-import { addItem, cartFor, createProduct } from '../support/fixtures'
-import { expectErrorEnvelope, req, requester, type Reply } from '../support/http'
-import { TEST_SECRET, tokenFor } from '../support/auth'
+import { createApp } from '../../src/app.ts'
+import { apiSql, testSql } from '../support/db.ts'
+import { addItem, cartFor, createProduct } from '../support/fixtures.ts'
+import { expectErrorEnvelope, req, requester, type Reply } from '../support/http.ts'
+import { TEST_SECRET, tokenFor } from '../support/auth.ts'
 
 const sql = testSql()
 const RUNS = 300
@@ -21,19 +21,19 @@ let storedVerbatim = 0
 /** Everything a refused request must leave as it was. */
 async function snapshot() {
   const [row] = await sql`
-    select (select count(*) from public.products)::int as products,
-           (select coalesce(sum(stock), 0) from public.products)::bigint as stock,
-           (select coalesce(sum(price), 0) from public.products)::bigint as prices,
-           (select count(*) from public.products where not active)::int as inactive,
-           (select count(*) from public.carts)::int as carts,
-           (select count(*) from public.cart_items)::int as cart_items,
-           (select coalesce(sum(quantity), 0) from public.cart_items)::bigint as quantities,
-           (select count(*) from public.cart_items where purchased)::int as purchased,
-           (select count(*) from public.orders)::int as orders,
-           (select count(*) from public.orders where state <> 'pending')::int as not_pending,
-           (select coalesce(sum(total_price), 0) from public.orders)::bigint as totals,
-           (select count(*) from public.order_items)::int as order_items,
-           (select count(*) from public.idempotency_keys)::int as idempotency_keys`
+    select (select count(*) from waitress.products)::int as products,
+           (select coalesce(sum(stock), 0) from waitress.products)::bigint as stock,
+           (select coalesce(sum(price), 0) from waitress.products)::bigint as prices,
+           (select count(*) from waitress.products where not active)::int as inactive,
+           (select count(*) from waitress.carts)::int as carts,
+           (select count(*) from waitress.cart_items)::int as cart_items,
+           (select coalesce(sum(quantity), 0) from waitress.cart_items)::bigint as quantities,
+           (select count(*) from waitress.cart_items where purchased)::int as purchased,
+           (select count(*) from waitress.orders)::int as orders,
+           (select count(*) from waitress.orders where state <> 'pending')::int as not_pending,
+           (select coalesce(sum(total_price), 0) from waitress.orders)::bigint as totals,
+           (select count(*) from waitress.order_items)::int as order_items,
+           (select count(*) from waitress.idempotency_keys)::int as idempotency_keys`
   return row
 }
 
@@ -64,7 +64,7 @@ beforeAll(async () => {
   lineId = await addItem(sql, cart.id, product.id, 1)
   const other = await cartFor(sql)
   await addItem(sql, other.id, product.id, 1)
-  const [order] = await sql`select (o->>'id')::bigint as id from public.place_order(${other.id}) o`
+  const [order] = await sql`select (o->>'id')::bigint as id from jsonb_array_elements(api.place_order(${other.id})->'orders') o`
   orderId = order.id
 })
 
@@ -424,7 +424,7 @@ describe('hostile but valid text', () => {
         storedVerbatim++
         const reply = await req('/products', { body: { name: text, seller_id: 8002, price: 1, stock: 1, weight: 1 } })
         if (reply.status === 201) {
-          const [row] = await sql`select name from public.products where id = ${reply.body.data.id}`
+          const [row] = await sql`select name from waitress.products where id = ${reply.body.data.id}`
           expect(row.name).toBe(text)
           expect(reply.body.data.name).toBe(text)
         } else {
@@ -435,7 +435,7 @@ describe('hostile but valid text', () => {
       }),
       { numRuns: RUNS },
     )
-    const [{ count }] = await sql`select count(*)::int from pg_catalog.pg_tables where schemaname = 'public' and tablename = 'products'`
+    const [{ count }] = await sql`select count(*)::int from pg_catalog.pg_tables where schemaname = 'waitress' and tablename = 'products'`
     expect(count).toBe(1)
   })
 })

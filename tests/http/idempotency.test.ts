@@ -1,11 +1,11 @@
 import { describe, expect, it } from 'bun:test'
-import { createApp } from '../../src/app'
-import { createSql } from '../../src/db/client'
-import { appDatabaseUrl, testSql } from '../support/db'
-import { addItem, cartFor, createProduct, stockOf } from '../support/fixtures'
-import { expectErrorEnvelope, req, requester } from '../support/http'
-import { bearer, TEST_SECRET } from '../support/auth'
-import { apiSql } from '../support/db'
+import { createApp } from '../../src/app.ts'
+import { createSql } from '../../src/db/client.ts'
+import { appDatabaseUrl, testSql } from '../support/db.ts'
+import { addItem, cartFor, createProduct, stockOf } from '../support/fixtures.ts'
+import { expectErrorEnvelope, req, requester } from '../support/http.ts'
+import { bearer, TEST_SECRET } from '../support/auth.ts'
+import { apiSql } from '../support/db.ts'
 
 const sql = testSql()
 const newKey = () => `retry-${crypto.randomUUID()}`
@@ -18,7 +18,7 @@ async function cartWithLine(stock = 5, quantity = 1) {
 }
 
 async function ordersOf(buyerId: number): Promise<number> {
-  const [{ count }] = await sql`select count(*)::int from public.orders where buyer_id = ${buyerId}`
+  const [{ count }] = await sql`select count(*)::int from waitress.orders where buyer_id = ${buyerId}`
   return count
 }
 
@@ -89,7 +89,7 @@ describe('Idempotency-Key on POST /carts/:id/checkout', () => {
     let firstData: unknown
     // The first request, held open in the database between its checkout and its commit.
     const first = sql.begin(async (tx) => {
-      const [row] = await tx`select * from public.place_order_idempotent(null, ${cart.id}, null, ${key})`
+      const [row] = await tx`select r->'orders' as data, (r->>'replayed')::boolean as replayed from api.place_order(${cart.id}, null, null, ${key}, null) r`
       firstData = row.data
       await gate
     })
@@ -98,7 +98,7 @@ describe('Idempotency-Key on POST /carts/:id/checkout', () => {
     for (;;) {
       const [{ waiting }] = await sql`
         select count(*)::int as waiting from pg_catalog.pg_stat_activity
-         where wait_event_type = 'Lock' and query like '%place_order_idempotent%' and pid <> pg_backend_pid()`
+         where wait_event_type = 'Lock' and query like '%api.place_order%' and pid <> pg_backend_pid()`
       if (waiting > 0) break
       await Bun.sleep(10)
     }

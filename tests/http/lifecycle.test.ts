@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'bun:test'
-import { apiSql, testSql } from '../support/db'
-import { agePastDeadline, createProduct, placedOrder, stockOf } from '../support/fixtures'
-import { expectErrorEnvelope, req } from '../support/http'
-import { expireOverdueOrders } from '../../src/expiry'
+import { apiSql, testSql } from '../support/db.ts'
+import { agePastDeadline, createProduct, placedOrder, stockOf } from '../support/fixtures.ts'
+import { expectErrorEnvelope, req } from '../support/http.ts'
+import { expireOverdueOrders } from '../../src/expiry.ts'
 
 const sql = testSql()
 const post = (path: string, body?: unknown) => req(path, body === undefined ? { method: 'POST' } : { body })
@@ -61,7 +61,7 @@ describe('GET /orders', () => {
     expect(bySeller.body.data.map((o: { id: number }) => o.id)).toEqual([first, second])
     const paid = await req('/orders?seller_id=4242&state=paid')
     expect(paid.body.data.map((o: { id: number }) => o.id)).toEqual([second])
-    const [{ buyer_id }] = await sql`select buyer_id from public.orders where id = ${first}`
+    const [{ buyer_id }] = await sql`select buyer_id from waitress.orders where id = ${first}`
     expect((await req(`/orders?buyer_id=${buyer_id}`)).body.data.map((o: { id: number }) => o.id)).toEqual([first])
     expect((await req('/orders?seller_id=4242&limit=1&offset=1')).body.data.map((o: { id: number }) => o.id)).toEqual([second])
   })
@@ -113,7 +113,7 @@ describe('payment deadline', () => {
 
     expect(expired).toBeGreaterThanOrEqual(520)
     expect(await stockOf(sql, product.id)).toBe(1000)
-    const [{ pending }] = await sql`select count(*)::int as pending from public.orders where id = any (${overdue}::bigint[]) and state <> 'expired'`
+    const [{ pending }] = await sql`select count(*)::int as pending from waitress.orders where id = any (${overdue}::bigint[]) and state <> 'expired'`
     expect(pending).toBe(0)
   })
 })

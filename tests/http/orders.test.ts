@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'bun:test'
-import { testSql } from '../support/db'
-import { addItem, cartFor, createProduct, newUserId, stockOf } from '../support/fixtures'
-import { expectErrorEnvelope, req } from '../support/http'
+import { testSql } from '../support/db.ts'
+import { addItem, cartFor, createProduct, newUserId, stockOf } from '../support/fixtures.ts'
+import { expectErrorEnvelope, req } from '../support/http.ts'
 
 const sql = testSql()
 
@@ -23,7 +23,7 @@ describe('POST /orders', () => {
       expect.objectContaining({ cart_item_id: line, quantity: 3, price: 2500, weight: 300, product: expect.objectContaining({ id: product.id, stock: 1 }) }),
     ])
     expect(await stockOf(sql, product.id)).toBe(1)
-    const [{ purchased }] = await sql`select purchased from public.cart_items where id = ${untouched}`
+    const [{ purchased }] = await sql`select purchased from waitress.cart_items where id = ${untouched}`
     expect(purchased).toBe(false)
   })
 
@@ -49,7 +49,7 @@ describe('POST /orders', () => {
 
     expect(expectErrorEnvelope(await req('/orders', { body: { buyer_id: buyer.user_id, cart_item_ids: [theirs] } }), 422).code).toBe('WA005')
     expect(expectErrorEnvelope(await req('/orders', { body: { buyer_id: newUserId(), cart_item_ids: [theirs] } }), 422).code).toBe('WA005')
-    const [{ purchased }] = await sql`select purchased from public.cart_items where id = ${theirs}`
+    const [{ purchased }] = await sql`select purchased from waitress.cart_items where id = ${theirs}`
     expect(purchased).toBe(false)
   })
 

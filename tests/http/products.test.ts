@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'bun:test'
-import { expectErrorEnvelope, req } from '../support/http'
+import { expectErrorEnvelope, req } from '../support/http.ts'
 
 const newProduct = { name: 'Kopi Gayo', seller_id: 7, price: 45_000, active: true, stock: 12, weight: 250 }
 

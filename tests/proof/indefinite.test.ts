@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, it } from 'bun:test'
-import { judge, type Checkout, type Facts, type OrderRecord, type Outcome } from '../../src/proof/invariants'
-import { expectClean, scarceRace, sqlChannel } from '../support/proof'
+import { judge, type Attempt, type Facts, type OrderRecord, type Outcome } from '../../proof/judge.ts'
+import { expectClean, scarceRace, sqlChannel } from '../support/proof.ts'
 
 const viaSql = sqlChannel(8)
 afterAll(() => viaSql.close())
@@ -19,12 +19,12 @@ async function raceThenFault() {
 }
 
 const unavailable: Outcome = { kind: 'failed', status: 503, message: 'the database is busy or unavailable; retry shortly' }
-const ordersOf = (checkout: Checkout) => (checkout.outcome as Extract<Outcome, { kind: 'accepted' }>).orders
+const ordersOf = (checkout: Attempt) => (checkout.outcome as Extract<Outcome, { kind: 'accepted' }>).orders
 
 describe('the invariant checker after faults (indefinite outcomes)', () => {
   it('accepts a 503 or no answer whose checkout committed, but only with `indefinite`', async () => {
     const { run, facts, accepted } = await raceThenFault()
-    const checkouts = structuredClone(run.checkouts) as Checkout[]
+    const checkouts = structuredClone(run.checkouts) as Attempt[]
     checkouts[accepted[0]].outcome = unavailable
     checkouts[accepted[1]].outcome = { kind: 'failed', status: 0, message: 'TypeError: fetch failed' }
 
@@ -35,7 +35,7 @@ describe('the invariant checker after faults (indefinite outcomes)', () => {
 
   it('accepts a 503 whose checkout did not commit', async () => {
     const { run, facts } = await raceThenFault()
-    const checkouts = structuredClone(run.checkouts) as Checkout[]
+    const checkouts = structuredClone(run.checkouts) as Attempt[]
     const refused = checkouts.findIndex((c) => c.outcome.kind === 'refused')
     checkouts[refused].outcome = unavailable
     expectClean(judge({ ...run, checkouts, indefinite: true }, facts))
@@ -44,8 +44,8 @@ describe('the invariant checker after faults (indefinite outcomes)', () => {
   it('still catches what no fault explains', async () => {
     const { run, facts, idle, accepted } = await raceThenFault()
     const [first, second] = accepted
-    const violated = (change: (checkouts: Checkout[], facts: Facts) => void) => {
-      const copy = { checkouts: structuredClone(run.checkouts) as Checkout[], facts: structuredClone(facts) }
+    const violated = (change: (checkouts: Attempt[], facts: Facts) => void) => {
+      const copy = { checkouts: structuredClone(run.checkouts) as Attempt[], facts: structuredClone(facts) }
       change(copy.checkouts, copy.facts)
       return new Set(judge({ ...run, checkouts: copy.checkouts, indefinite: true }, copy.facts).violations.map((v) => v.invariant))
     }
@@ -54,7 +54,7 @@ describe('the invariant checker after faults (indefinite outcomes)', () => {
       f.orders.set(id, { ...structuredClone(order), id, ...changes })
     }
 
-    const cases: [invariant: string, change: (checkouts: Checkout[], facts: Facts) => void][] = [
+    const cases: [invariant: string, change: (checkouts: Attempt[], facts: Facts) => void][] = [
       // A 500 is a bug, not a fault; neither is a deadlock or a serialization failure.
       ['no-failures', (c) => void (c[first].outcome = { kind: 'failed', status: 500, message: 'internal server error' })],
       ['no-failures', (c) => void (c[first].outcome = { kind: 'failed', status: 503, code: '40P01', message: 'deadlock detected' })],

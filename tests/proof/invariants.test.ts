@@ -1,19 +1,11 @@
 import { afterAll, describe, expect, it } from 'bun:test'
-import { fetchFacts } from '../../src/proof/api-facts'
-import {
-  checkInvariants,
-  INVARIANTS,
-  judge,
-  readFacts,
-  startRun,
-  type Checkout,
-  type Facts,
-  type Run,
-} from '../../src/proof/invariants'
-import { testSql } from '../support/db'
-import { createProduct } from '../support/fixtures'
-import { barrier, buyersWith, expectClean, httpChannel, scarceRace, sqlChannel } from '../support/proof'
-import { unsafeCheckout } from '../support/unsafe-checkout'
+import { fetchFacts } from '../../proof/api-facts.ts'
+import { checkInvariants, readFacts, startRun } from '../../proof/database-facts.ts'
+import { INVARIANTS, judge, type Attempt, type Facts, type Run } from '../../proof/judge.ts'
+import { testSql } from '../support/db.ts'
+import { createProduct } from '../support/fixtures.ts'
+import { barrier, buyersWith, expectClean, httpChannel, scarceRace, sqlChannel } from '../support/proof.ts'
+import { unsafeCheckout } from '../support/unsafe-checkout.ts'
 
 const sql = testSql()
 const viaSql = sqlChannel(12)
@@ -78,15 +70,15 @@ describe('the invariant checker', () => {
     const { run, scarce } = await cleanRace()
     const refused = run.checkouts.find((c) => c.outcome.kind === 'refused')!
     const [item] = await sql<{ id: number; product_id: number; quantity: number }[]>`
-      select id, product_id, quantity from public.cart_items where cart_id = ${refused.cartId} and product_id = ${scarce.id}`
+      select id, product_id, quantity from waitress.cart_items where cart_id = ${refused.cartId} and product_id = ${scarce.id}`
 
-    await sql`update public.products set stock = stock + 1 where id = ${scarce.id}`
-    await sql`update public.cart_items set purchased = true where id = ${item.id}`
+    await sql`update waitress.products set stock = stock + 1 where id = ${scarce.id}`
+    await sql`update waitress.cart_items set purchased = true where id = ${item.id}`
     const [order] = await sql<{ id: number }[]>`
-      insert into public.orders (buyer_id, seller_id, total_price) values (${refused.buyerId!}, ${scarce.seller_id}, ${scarce.price * item.quantity})
+      insert into waitress.orders (buyer_id, seller_id, total_price) values (${refused.buyerId!}, ${scarce.seller_id}, ${scarce.price * item.quantity})
       returning id`
     await sql`
-      insert into public.order_items (order_id, product_id, cart_item_id, quantity, price, weight)
+      insert into waitress.order_items (order_id, product_id, cart_item_id, quantity, price, weight)
       values (${order.id}, ${scarce.id}, ${item.id}, ${item.quantity}, ${scarce.price}, ${scarce.weight})`
 
     const verdict = await checkInvariants(sql, run)
@@ -103,7 +95,7 @@ describe('the invariant checker', () => {
     const soldBefore = new Map(judge(run, facts).products.map((p) => [p.productId, p.sold]))
     const accepted = run.checkouts.find((c) => c.outcome.kind === 'accepted')!
     const [order] = accepted.outcome.kind === 'accepted' ? accepted.outcome.orders : []
-    await sql`select public.cancel_order(${order.id})`
+    await sql`select api.act_on_order(${order.id}, 'cancel')`
 
     const verdict = await checkInvariants(sql, run)
     expectClean(verdict)
@@ -112,7 +104,7 @@ describe('the invariant checker', () => {
       [...soldBefore].map(([productId, sold]) => [productId, sold - (given.get(productId) ?? 0)]),
     )
 
-    await sql`update public.products set stock = stock + 1 where id = ${plenty.id}`
+    await sql`update waitress.products set stock = stock + 1 where id = ${plenty.id}`
     const behindItsBack = await checkInvariants(sql, run)
     expect(behindItsBack.violations.map((v) => [v.invariant, v.productId])).toEqual([
       ['stock-conserved', plenty.id],
@@ -130,22 +122,22 @@ describe('the invariant checker', () => {
       change(copy.run, copy.facts)
       return violated(copy.run, copy.facts)
     }
-    const acceptedOrder = (r: Run) => (r.checkouts[accepted].outcome as Extract<Checkout['outcome'], { kind: 'accepted' }>).orders[0]
+    const acceptedOrder = (r: Run) => (r.checkouts[accepted].outcome as Extract<Attempt['outcome'], { kind: 'accepted' }>).orders[0]
 
     const cases: [invariant: string, change: (run: Run, facts: Facts) => void][] = [
-      ['no-failures', (r) => void ((r.checkouts as Checkout[])[refused].outcome = { kind: 'failed', status: 503, code: '40P01', message: 'deadlock detected' })],
-      ['no-failures', (r) => void ((r.checkouts as Checkout[])[refused].outcome = { kind: 'failed', status: 0, message: 'connection reset' })],
+      ['no-failures', (r) => void ((r.checkouts as Attempt[])[refused].outcome = { kind: 'failed', status: 503, code: '40P01', message: 'deadlock detected' })],
+      ['no-failures', (r) => void ((r.checkouts as Attempt[])[refused].outcome = { kind: 'failed', status: 0, message: 'connection reset' })],
       ['refusal-expected', (r) => void ((r.checkouts[refused].outcome as { code?: string }).code = 'WA005')],
       ['stock-nonnegative', (_, f) => void (f.products.get(plenty.id)!.stock = -1)],
       ['stock-conserved', (_, f) => void (f.products.get(plenty.id)!.stock += 1)],
       ['accepted-persisted', (_, f) => void f.orders.delete(acceptedOrder(run).id)],
       ['accepted-persisted', (r) => void (acceptedOrder(r).totalPrice += 1)],
       ['accepted-persisted', (r) => void (acceptedOrder(r).lines[0].quantity += 1)],
-      ['accepted-persisted', (r) => void ((r.checkouts as Checkout[])[accepted].wants = new Map([[plenty.id, 1]]))],
-      ['accepted-persisted', (r) => void (r.checkouts as Checkout[]).push(structuredClone(r.checkouts[accepted]))],
+      ['accepted-persisted', (r) => void ((r.checkouts as Attempt[])[accepted].wants = new Map([[plenty.id, 1]]))],
+      ['accepted-persisted', (r) => void (r.checkouts as Attempt[]).push(structuredClone(r.checkouts[accepted]))],
       ['refusal-left-nothing', (r, f) => void ([...f.cartItems.values()].find((i) => i.cartId === r.checkouts[refused].cartId)!.purchased = true)],
       ['refusal-left-nothing', (r, f) => void f.cartItems.delete([...f.cartItems.values()].find((i) => i.cartId === r.checkouts[refused].cartId)!.id)],
-      ['no-unreported-orders', (r) => void (r.checkouts as Checkout[]).splice(accepted, 1)],
+      ['no-unreported-orders', (r) => void (r.checkouts as Attempt[]).splice(accepted, 1)],
       [
         'cart-item-sold-once',
         (_, f) => {
@@ -157,7 +149,7 @@ describe('the invariant checker', () => {
       [
         'refusal-true',
         (r) =>
-          void (r.checkouts as Checkout[]).push({
+          void (r.checkouts as Attempt[]).push({
             cartId: idle.cartId,
             wants: idle.wants,
             outcome: {
@@ -192,7 +184,7 @@ describe('the invariant checker', () => {
       expect(verdict.notes).toHaveLength(1)
       expect(verdict.products).toEqual(judge(run, await readFacts(sql, run)).products)
 
-      await sql`update public.products set stock = stock + 1 where id = ${plenty.id}`
+      await sql`update waitress.products set stock = stock + 1 where id = ${plenty.id}`
       const tampered = judge(run, await fetchFacts(http.baseUrl!, run))
       expect(tampered.violations.map((v) => [v.invariant, v.productId])).toEqual([
         ['stock-conserved', plenty.id],

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'bun:test'
-import { testSql } from '../support/db'
-import { addItem, cartFor, createProduct, newUserId, refusal } from '../support/fixtures'
+import { testSql } from '../support/db.ts'
+import { addItem, cartFor, createProduct, newUserId, refusal } from '../support/fixtures.ts'
 
 const sql = testSql()
 
@@ -9,7 +9,7 @@ describe('cart_for_user', () => {
     const userId = newUserId()
     const carts = await Promise.all(Array.from({ length: 10 }, () => cartFor(sql, userId)))
     expect(new Set(carts.map((cart) => cart.id)).size).toBe(1)
-    const [{ count }] = await sql`select count(*)::int from public.carts where user_id = ${userId}`
+    const [{ count }] = await sql`select count(*)::int from waitress.carts where user_id = ${userId}`
     expect(count).toBe(1)
   })
 })
@@ -21,7 +21,7 @@ describe('add_cart_item', () => {
     const first = await addItem(sql, cart.id, product.id, 2)
     const second = await addItem(sql, cart.id, product.id, 3)
     expect(second).toBe(first)
-    const [line] = await sql`select quantity from public.cart_items where id = ${first}`
+    const [line] = await sql`select quantity from waitress.cart_items where id = ${first}`
     expect(line.quantity).toBe(5)
   })
 
@@ -29,7 +29,7 @@ describe('add_cart_item', () => {
     const product = await createProduct(sql, { stock: 10 })
     const cart = await cartFor(sql)
     const first = await addItem(sql, cart.id, product.id, 1)
-    await sql`select public.place_order(${cart.id})`
+    await sql`select api.place_order(${cart.id})`
     const second = await addItem(sql, cart.id, product.id, 1)
     expect(second).not.toBe(first)
   })
@@ -41,7 +41,7 @@ describe('add_cart_item', () => {
     const error = await refusal(addItem(sql, cart.id, product.id, 2))
     expect(error.code).toBe('WA004')
     expect(JSON.parse(error.detail!).shortages[0]).toMatchObject({ product_id: product.id, requested: 4, available: 3 })
-    const [row] = await sql`select quantity from public.cart_items where id = ${line}`
+    const [row] = await sql`select quantity from waitress.cart_items where id = ${line}`
     expect(row.quantity).toBe(2)
   })
 
@@ -55,7 +55,7 @@ describe('add_cart_item', () => {
     const free = await createProduct(sql, { price: 0 })
     expect((await refusal(addItem(sql, cart.id, free.id, 1))).code).toBe('WA003')
     expect((await refusal(addItem(sql, cart.id, product.id, 0))).code).toBe('22023')
-    const [{ count }] = await sql`select count(*)::int from public.cart_items where cart_id = ${cart.id}`
+    const [{ count }] = await sql`select count(*)::int from waitress.cart_items where cart_id = ${cart.id}`
     expect(count).toBe(0)
   })
 })

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'bun:test'
-import { apiSql, testSql } from '../support/db'
-import { addItem, cartFor, createProduct, newUserId, refusal, stockOf } from '../support/fixtures'
+import { apiSql, testSql } from '../support/db.ts'
+import { addItem, cartFor, createProduct, newUserId, refusal, stockOf } from '../support/fixtures.ts'
 
 const sql = testSql()
 const api = apiSql()
@@ -15,12 +15,12 @@ async function cartWithLine(stock = 5, quantity = 1) {
 }
 
 async function ordersOf(buyerId: number): Promise<number> {
-  const [{ count }] = await sql`select count(*)::int from public.orders where buyer_id = ${buyerId}`
+  const [{ count }] = await sql`select count(*)::int from waitress.orders where buyer_id = ${buyerId}`
   return count
 }
 
 async function keyRows(key: string): Promise<number> {
-  const [{ count }] = await sql`select count(*)::int from public.idempotency_keys where key = ${key}`
+  const [{ count }] = await sql`select count(*)::int from waitress.idempotency_keys where key = ${key}`
   return count
 }
 
@@ -39,52 +39,52 @@ describe('place_order_idempotent', () => {
   it('checks out once; the same key and parameters return the recorded response and order nothing more', async () => {
     const cart = await cartWithLine()
     const key = newKey()
-    const [first] = await api`select * from public.place_order_idempotent(null, ${cart.id}, 'gift', ${key})`
-    const [again] = await api`select * from public.place_order_idempotent(null, ${cart.id}, 'gift', ${key})`
+    const [first] = await api`select r->'orders' as data, (r->>'replayed')::boolean as replayed from api.place_order(${cart.id}, null, 'gift', ${key}, null) r`
+    const [again] = await api`select r->'orders' as data, (r->>'replayed')::boolean as replayed from api.place_order(${cart.id}, null, 'gift', ${key}, null) r`
 
-    expect(first).toMatchObject({ status: 201, replayed: false })
+    expect(first).toMatchObject({ replayed: false })
     expect(first.data).toHaveLength(1)
     expect(again).toEqual({ ...first, replayed: true })
     expect(await ordersOf(cart.user_id)).toBe(1)
     expect(await stockOf(sql, cart.product.id)).toBe(4)
-    const [record] = await sql`select buyer_id, action, response_status from public.idempotency_keys where key = ${key}`
-    expect(record).toEqual({ buyer_id: cart.user_id, action: 'place_order', response_status: 201 })
+    const [record] = await sql`select user_id, action, response_status from waitress.idempotency_keys where key = ${key}`
+    expect(record).toEqual({ user_id: cart.user_id, action: 'place_order', response_status: 201 })
   })
 
   it('refuses the same key with other parameters (WA101) and changes nothing', async () => {
     const cart = await cartWithLine()
     const key = newKey()
-    await api`select * from public.place_order_idempotent(null, ${cart.id}, 'gift', ${key})`
-    const error = await refusal(api`select * from public.place_order_idempotent(null, ${cart.id}, 'no gift', ${key})`)
+    await api`select r->'orders' as data, (r->>'replayed')::boolean as replayed from api.place_order(${cart.id}, null, 'gift', ${key}, null) r`
+    const error = await refusal(api`select r->'orders' as data, (r->>'replayed')::boolean as replayed from api.place_order(${cart.id}, null, 'no gift', ${key}, null) r`)
     expect(error.code).toBe('WA101')
     expect(JSON.parse(error.detail!)).toEqual({ idempotency_key: key, action: 'place_order' })
-    const other = await refusal(api`select * from public.place_buyer_order_idempotent(${cart.user_id}, ${[cart.line]}::bigint[], 'gift', ${key})`)
+    const other = await refusal(api`select r->'orders'->0 as data, (r->>'replayed')::boolean as replayed from api.place_buyer_order(${cart.user_id}, ${[cart.line]}::bigint[], 'gift', ${key}) r`)
     expect(other.code).toBe('WA101')
     expect(await ordersOf(cart.user_id)).toBe(1)
   })
 
   it('records nothing when the checkout is refused, so the same key works once the cause is fixed', async () => {
     const cart = await cartWithLine(5, 3)
-    await sql`update public.products set stock = 1 where id = ${cart.product.id}`
+    await sql`update waitress.products set stock = 1 where id = ${cart.product.id}`
     const key = newKey()
-    expect((await refusal(api`select * from public.place_order_idempotent(null, ${cart.id}, null, ${key})`)).code).toBe('WA004')
+    expect((await refusal(api`select r->'orders' as data, (r->>'replayed')::boolean as replayed from api.place_order(${cart.id}, null, null, ${key}, null) r`)).code).toBe('WA004')
     expect(await keyRows(key)).toBe(0)
-    await sql`update public.products set stock = 3 where id = ${cart.product.id}`
-    const [retry] = await api`select * from public.place_order_idempotent(null, ${cart.id}, null, ${key})`
-    expect(retry).toMatchObject({ status: 201, replayed: false })
+    await sql`update waitress.products set stock = 3 where id = ${cart.product.id}`
+    const [retry] = await api`select r->'orders' as data, (r->>'replayed')::boolean as replayed from api.place_order(${cart.id}, null, null, ${key}, null) r`
+    expect(retry).toMatchObject({ replayed: false })
   })
 
   it("scopes keys per buyer, and keeps another user's cart out of reach (WA001)", async () => {
     const a = await cartWithLine()
     const b = await cartWithLine()
-    const [forA] = await api`select * from public.place_order_idempotent(${a.user_id}, ${a.id}, null, 'same')`
-    const [forB] = await api`select * from public.place_order_idempotent(${b.user_id}, ${b.id}, null, 'same')`
+    const [forA] = await api`select r->'orders' as data, (r->>'replayed')::boolean as replayed from api.place_order(${a.id}, null, null, 'same', ${a.user_id}) r`
+    const [forB] = await api`select r->'orders' as data, (r->>'replayed')::boolean as replayed from api.place_order(${b.id}, null, null, 'same', ${b.user_id}) r`
     expect([forA.replayed, forB.replayed]).toEqual([false, false])
     expect(forA.data[0].buyer_id).toBe(a.user_id)
     expect(forB.data[0].buyer_id).toBe(b.user_id)
 
     const c = await cartWithLine()
-    expect((await refusal(api`select * from public.place_order_idempotent(${a.user_id}, ${c.id}, null, ${newKey()})`)).code).toBe('WA001')
+    expect((await refusal(api`select r->'orders' as data, (r->>'replayed')::boolean as replayed from api.place_order(${c.id}, null, null, ${newKey()}, ${a.user_id}) r`)).code).toBe('WA001')
     expect(await ordersOf(c.user_id)).toBe(0)
   })
 
@@ -95,18 +95,18 @@ describe('place_order_idempotent', () => {
     const gate = new Promise<void>((resolve) => (release = resolve))
     let firstData: unknown
     const first = sql.begin(async (tx) => {
-      const [row] = await tx`select * from public.place_order_idempotent(null, ${cart.id}, null, ${key})`
+      const [row] = await tx`select r->'orders' as data, (r->>'replayed')::boolean as replayed from api.place_order(${cart.id}, null, null, ${key}, null) r`
       firstData = row.data
       await gate
     })
     // The duplicate starts while the first has checked out but not committed.
     while (firstData === undefined) await Bun.sleep(5)
-    const duplicate = api`select * from public.place_order_idempotent(null, ${cart.id}, null, ${key}) /* duplicate */`.execute()
+    const duplicate = api`select r->'orders' as data, (r->>'replayed')::boolean as replayed from api.place_order(${cart.id}, null, null, ${key}, null) r /* duplicate */`.execute()
     await someoneWaitsOnLock('duplicate')
     release()
     await first
     const [replay] = await duplicate
-    expect(replay).toEqual({ status: 201, data: firstData, replayed: true })
+    expect(replay).toEqual({ data: firstData, replayed: true })
     expect(await ordersOf(cart.user_id)).toBe(1)
   })
 
@@ -117,7 +117,7 @@ describe('place_order_idempotent', () => {
     const gate = new Promise<void>((resolve) => (release = resolve))
     let claimed = false
     const first = sql.begin(async (tx) => {
-      await tx`select * from public.place_order_idempotent(null, ${cart.id}, null, ${key})`
+      await tx`select r->'orders' as data, (r->>'replayed')::boolean as replayed from api.place_order(${cart.id}, null, null, ${key}, null) r`
       claimed = true
       await gate
     })
@@ -126,7 +126,7 @@ describe('place_order_idempotent', () => {
     const error = await refusal(
       api.begin(async (tx) => {
         await tx`set local lock_timeout = '50ms'`
-        await tx`select * from public.place_order_idempotent(null, ${cart.id}, null, ${key})`
+        await tx`select r->'orders' as data, (r->>'replayed')::boolean as replayed from api.place_order(${cart.id}, null, null, ${key}, null) r`
       }),
     )
     release()
@@ -134,7 +134,7 @@ describe('place_order_idempotent', () => {
     expect(error.code).toBe('WA102')
     expect(JSON.parse(error.detail!)).toEqual({ idempotency_key: key, action: 'place_order' })
     expect(await ordersOf(cart.user_id)).toBe(1)
-    const [retry] = await api`select * from public.place_order_idempotent(null, ${cart.id}, null, ${key})`
+    const [retry] = await api`select r->'orders' as data, (r->>'replayed')::boolean as replayed from api.place_order(${cart.id}, null, null, ${key}, null) r`
     expect(retry.replayed).toBe(true)
   })
 
@@ -146,19 +146,19 @@ describe('place_order_idempotent', () => {
     let claimed = false
     const first = sql
       .begin(async (tx) => {
-        await tx`select * from public.place_order_idempotent(null, ${cart.id}, null, ${key})`
+        await tx`select r->'orders' as data, (r->>'replayed')::boolean as replayed from api.place_order(${cart.id}, null, null, ${key}, null) r`
         claimed = true
         await gate
         throw new Error('the first request fails after checking out')
       })
       .catch(() => 'rolled back')
     while (!claimed) await Bun.sleep(5)
-    const duplicate = api`select * from public.place_order_idempotent(null, ${cart.id}, null, ${key}) /* after rollback */`.execute()
+    const duplicate = api`select r->'orders' as data, (r->>'replayed')::boolean as replayed from api.place_order(${cart.id}, null, null, ${key}, null) r /* after rollback */`.execute()
     await someoneWaitsOnLock('after rollback')
     release()
     expect(await first).toBe('rolled back')
     const [own] = await duplicate
-    expect(own).toMatchObject({ status: 201, replayed: false })
+    expect(own).toMatchObject({ replayed: false })
     expect(await ordersOf(cart.user_id)).toBe(1)
   })
 })
@@ -168,20 +168,20 @@ describe('place_buyer_order_idempotent', () => {
     const cart = await cartWithLine()
     const other = await addItem(sql, cart.id, (await createProduct(sql)).id, 1)
     const key = newKey()
-    const [first] = await api`select * from public.place_buyer_order_idempotent(${cart.user_id}, ${[cart.line]}::bigint[], null, ${key})`
-    const [again] = await api`select * from public.place_buyer_order_idempotent(${cart.user_id}, ${[cart.line]}::bigint[], null, ${key})`
-    expect(first).toMatchObject({ status: 201, replayed: false })
+    const [first] = await api`select r->'orders'->0 as data, (r->>'replayed')::boolean as replayed from api.place_buyer_order(${cart.user_id}, ${[cart.line]}::bigint[], null, ${key}) r`
+    const [again] = await api`select r->'orders'->0 as data, (r->>'replayed')::boolean as replayed from api.place_buyer_order(${cart.user_id}, ${[cart.line]}::bigint[], null, ${key}) r`
+    expect(first).toMatchObject({ replayed: false })
     expect(again).toEqual({ ...first, replayed: true })
-    const error = await refusal(api`select * from public.place_buyer_order_idempotent(${cart.user_id}, ${[other]}::bigint[], null, ${key})`)
+    const error = await refusal(api`select r->'orders'->0 as data, (r->>'replayed')::boolean as replayed from api.place_buyer_order(${cart.user_id}, ${[other]}::bigint[], null, ${key}) r`)
     expect(error.code).toBe('WA101')
     expect(await ordersOf(cart.user_id)).toBe(1)
   })
 
   it('works without a key exactly like place_buyer_order', async () => {
     const cart = await cartWithLine()
-    const [result] = await api`select * from public.place_buyer_order_idempotent(${cart.user_id}, ${[cart.line]}::bigint[])`
-    expect(result).toMatchObject({ status: 201, replayed: false, data: { buyer_id: cart.user_id } })
-    const [{ count }] = await sql`select count(*)::int from public.idempotency_keys where buyer_id = ${cart.user_id}`
+    const [result] = await api`select r->'orders'->0 as data, (r->>'replayed')::boolean as replayed from api.place_buyer_order(${cart.user_id}, ${[cart.line]}::bigint[]) r`
+    expect(result).toMatchObject({ replayed: false, data: { buyer_id: cart.user_id } })
+    const [{ count }] = await sql`select count(*)::int from waitress.idempotency_keys where user_id = ${cart.user_id}`
     expect(count).toBe(0)
   })
 })
@@ -190,14 +190,14 @@ describe('idempotency records', () => {
   it('are kept 24 hours: an older record is purged, and its key starts afresh even before the purge', async () => {
     const cart = await cartWithLine(5, 1)
     const key = newKey()
-    await api`select * from public.place_order_idempotent(null, ${cart.id}, null, ${key})`
-    await sql`update public.idempotency_keys set created_at = now() - interval '23 hours' where key = ${key}`
-    expect((await refusal(api`select * from public.place_order_idempotent(null, ${cart.id}, 'changed', ${key})`)).code).toBe('WA101')
+    await api`select r->'orders' as data, (r->>'replayed')::boolean as replayed from api.place_order(${cart.id}, null, null, ${key}, null) r`
+    await sql`update waitress.idempotency_keys set created_at = now() - interval '23 hours' where key = ${key}`
+    expect((await refusal(api`select r->'orders' as data, (r->>'replayed')::boolean as replayed from api.place_order(${cart.id}, null, 'changed', ${key}, null) r`)).code).toBe('WA101')
 
-    await sql`update public.idempotency_keys set created_at = now() - interval '25 hours' where key = ${key}`
+    await sql`update waitress.idempotency_keys set created_at = now() - interval '25 hours' where key = ${key}`
     // Expired: the key is free again (the cart is empty now, so this checkout is refused, and records nothing).
-    expect((await refusal(api`select * from public.place_order_idempotent(null, ${cart.id}, 'changed', ${key})`)).code).toBe('WA006')
-    const [{ purged }] = await api`select public.purge_idempotency_keys() as purged`
+    expect((await refusal(api`select r->'orders' as data, (r->>'replayed')::boolean as replayed from api.place_order(${cart.id}, null, 'changed', ${key}, null) r`)).code).toBe('WA006')
+    const [{ purged }] = await api`select api.purge_idempotency_keys() as purged`
     expect(purged).toBeGreaterThanOrEqual(1)
     expect(await keyRows(key)).toBe(0)
   })
@@ -206,8 +206,8 @@ describe('idempotency records', () => {
     const buyer = newUserId()
     const error = await refusal(
       sql.begin(async (tx) => {
-        await tx`select * from public.idempotency_begin(${buyer}, 'k', 'place_order', '{}')`
-        await tx`select * from public.idempotency_begin(${buyer}, 'k', 'place_order', '{}')`
+        await tx`select * from waitress.idempotency_begin(${buyer}, 'k', 'place_order', '{}')`
+        await tx`select * from waitress.idempotency_begin(${buyer}, 'k', 'place_order', '{}')`
       }),
     )
     expect(error.code).toBe('WA102')
@@ -215,7 +215,7 @@ describe('idempotency records', () => {
 
   it('refuse keys longer than 255 characters (idempotency_keys_key_length)', async () => {
     const cart = await cartWithLine()
-    const error = await refusal(api`select * from public.place_order_idempotent(null, ${cart.id}, null, ${'k'.repeat(256)})`)
+    const error = await refusal(api`select r->'orders' as data, (r->>'replayed')::boolean as replayed from api.place_order(${cart.id}, null, null, ${'k'.repeat(256)}, null) r`)
     expect(error.code).toBe('23514')
     expect(await ordersOf(cart.user_id)).toBe(0)
   })

@@ -1,12 +1,12 @@
 import { describe, expect, it } from 'bun:test'
-import { testSql } from '../support/db'
-import { addItem, agePastDeadline, auditOf, cartFor, createProduct, placedOrder, refusal, stockOf } from '../support/fixtures'
+import { testSql } from '../support/db.ts'
+import { addItem, agePastDeadline, auditOf, cartFor, createProduct, placedOrder, refusal, stockOf } from '../support/fixtures.ts'
 
 const sql = testSql()
 
 const movementsOf = async (productId: number) =>
   (await sql`
-    select quantity, reason::text, order_id, note from public.stock_movements
+    select quantity, reason::text, order_id, note from waitress.stock_movements
      where product_id = ${productId} order by id`).map((m) => ({ ...m }))
 
 describe('stock ledger', () => {
@@ -28,24 +28,24 @@ describe('stock ledger', () => {
 
   it('restocks with a restock movement', async () => {
     const product = await createProduct(sql, { stock: 1 })
-    const [after] = await sql`select stock from public.restock_product(${product.id}, 5, 'container 42')`
+    const [after] = await sql`select (p->>'stock')::int as stock from api.restock_product(${product.id}, 5, 'container 42') p`
     expect(after.stock).toBe(6)
     expect((await movementsOf(product.id)).at(-1)).toEqual({ quantity: 5, reason: 'restock', order_id: null, note: 'container 42' })
-    expect((await refusal(sql`select public.restock_product(${product.id}, 0)`)).code).toBe('22023')
-    expect((await refusal(sql`select public.restock_product(987654321, 1)`)).code).toBe('WA002')
+    expect((await refusal(sql`select api.restock_product(${product.id}, 0)`)).code).toBe('22023')
+    expect((await refusal(sql`select api.restock_product(987654321, 1)`)).code).toBe('WA002')
   })
 
   it('corrects stock by a signed quantity with a reason, never below zero', async () => {
     const product = await createProduct(sql, { stock: 5 })
-    await sql`select public.adjust_stock(${product.id}, -2, 'two damaged in the count')`
-    await sql`select public.adjust_stock(${product.id}, 1, 'one found')`
+    await sql`select api.adjust_stock(${product.id}, -2, 'two damaged in the count')`
+    await sql`select api.adjust_stock(${product.id}, 1, 'one found')`
     expect(await stockOf(sql, product.id)).toBe(4)
 
-    const below = await refusal(sql`select public.adjust_stock(${product.id}, -5, 'oops')`)
+    const below = await refusal(sql`select api.adjust_stock(${product.id}, -5, 'oops')`)
     expect(below.code).toBe('WA010')
     expect(JSON.parse(below.detail!)).toEqual({ product_id: product.id, stock: 4, quantity: -5 })
-    expect((await refusal(sql`select public.adjust_stock(${product.id}, 0, 'nothing')`)).code).toBe('22023')
-    expect((await refusal(sql`select public.adjust_stock(${product.id}, 1, '  ')`)).code).toBe('22023')
+    expect((await refusal(sql`select api.adjust_stock(${product.id}, 0, 'nothing')`)).code).toBe('22023')
+    expect((await refusal(sql`select api.adjust_stock(${product.id}, 1, '  ')`)).code).toBe('22023')
     expect(await stockOf(sql, product.id)).toBe(4)
     expect((await movementsOf(product.id)).map((m) => [m.reason, m.quantity])).toEqual([
       ['initial', 5],
@@ -57,8 +57,8 @@ describe('stock ledger', () => {
   it('refuses a second release of the same order line (stock_movements_once_per_order_line)', async () => {
     const product = await createProduct(sql, { stock: 5 })
     const orderId = await placedOrder(sql, product.id, 2)
-    await sql`select public.cancel_order(${orderId})`
-    const error = await refusal(sql`select public.release_order_stock(array[${orderId}]::bigint[])`)
+    await sql`select api.act_on_order(${orderId}, 'cancel')`
+    const error = await refusal(sql`select waitress.release_order_stock(array[${orderId}]::bigint[])`)
     expect(error.code).toBe('23505')
     expect(await stockOf(sql, product.id)).toBe(5)
   })
@@ -68,34 +68,34 @@ describe('inventory_audit', () => {
   it('is empty when every change went through the functions', async () => {
     const product = await createProduct(sql, { stock: 5 })
     const orderId = await placedOrder(sql, product.id, 2)
-    await sql`select public.restock_product(${product.id}, 3)`
-    await sql`select public.cancel_order(${orderId})`
-    await sql`select public.adjust_stock(${product.id}, -1, 'count')`
+    await sql`select api.restock_product(${product.id}, 3)`
+    await sql`select api.act_on_order(${orderId}, 'cancel')`
+    await sql`select api.adjust_stock(${product.id}, -1, 'count')`
     expect(await auditOf(sql, [product.id])).toEqual([])
   })
 
   it('catches a direct write of stock that bypassed the functions', async () => {
     const product = await createProduct(sql, { stock: 5 })
-    await sql`update public.products set stock = stock + 3 where id = ${product.id}`
+    await sql`update waitress.products set stock = stock + 3 where id = ${product.id}`
     try {
       expect(await auditOf(sql, [product.id])).toEqual([
         { product_id: product.id, name: product.name, stock: 8, ledger_stock: 5, sold_in_ledger: 0, sold_in_orders: 0 },
       ])
     } finally {
-      await sql`update public.products set stock = stock - 3 where id = ${product.id}`
+      await sql`update waitress.products set stock = stock - 3 where id = ${product.id}`
     }
   })
 
   it('catches an order cancelled behind the functions\' back (stock never given back)', async () => {
     const product = await createProduct(sql, { stock: 5 })
     const orderId = await placedOrder(sql, product.id, 2)
-    await sql`update public.orders set state = 'cancelled' where id = ${orderId}`
+    await sql`update waitress.orders set state = 'cancelled' where id = ${orderId}`
     try {
       expect(await auditOf(sql, [product.id])).toEqual([
         { product_id: product.id, name: product.name, stock: 3, ledger_stock: 3, sold_in_ledger: 2, sold_in_orders: 0 },
       ])
     } finally {
-      await sql`update public.orders set state = 'pending' where id = ${orderId}`
+      await sql`update waitress.orders set state = 'pending' where id = ${orderId}`
     }
   })
 
@@ -110,15 +110,15 @@ describe('inventory_audit', () => {
       const chosen = [...new Set([pick(), pick(), pick()])]
       try {
         for (const product of chosen) await addItem(sql, cart.id, product.id, 1 + Math.floor(Math.random() * 3))
-        const orders = await sql`select (o->>'id')::bigint as id from public.place_order(${cart.id}) o`
+        const orders = await sql`select (o->>'id')::bigint as id from jsonb_array_elements(api.place_order(${cart.id})->'orders') o`
         for (const { id } of orders) {
           placed.push(id)
           const roll = Math.random()
-          if (roll < 0.2) await sql`select public.cancel_order(${id})`
-          else if (roll < 0.35) await sql`select public.pay_order(${id})`.then(() => sql`select public.cancel_order(${id})`)
-          else if (roll < 0.5) await sql`select public.pay_order(${id})`.then(() => sql`select public.reject_order(${id})`)
+          if (roll < 0.2) await sql`select api.act_on_order(${id}, 'cancel')`
+          else if (roll < 0.35) await sql`select api.act_on_order(${id}, 'pay')`.then(() => sql`select api.act_on_order(${id}, 'cancel')`)
+          else if (roll < 0.5) await sql`select api.act_on_order(${id}, 'pay')`.then(() => sql`select api.act_on_order(${id}, 'reject')`)
           else if (roll < 0.65) await agePastDeadline(sql, [id])
-          else if (roll < 0.8) await sql`select public.pay_order(${id})`
+          else if (roll < 0.8) await sql`select api.act_on_order(${id}, 'pay')`
         }
       } catch (error) {
         if ((error as { code?: string }).code !== 'WA004') throw error
@@ -126,10 +126,10 @@ describe('inventory_audit', () => {
       }
     }
     const restocker = async () => {
-      for (let i = 0; i < 40; i++) await sql`select public.restock_product(${pick().id}, ${1 + Math.floor(Math.random() * 5)})`
+      for (let i = 0; i < 40; i++) await sql`select api.restock_product(${pick().id}, ${1 + Math.floor(Math.random() * 5)})`
     }
     const expirer = async () => {
-      for (let i = 0; i < 40; i++) await sql`select public.expire_orders('30 minutes', 50)`
+      for (let i = 0; i < 40; i++) await sql`select api.expire_orders('30 minutes', 50)`
     }
 
     const queue = Array.from({ length: 1000 }, () => buyer)
@@ -137,16 +137,16 @@ describe('inventory_audit', () => {
       for (let job = queue.pop(); job; job = queue.pop()) await job()
     }
     await Promise.all([...Array.from({ length: 14 }, worker), restocker(), expirer(), expirer()])
-    await sql`select public.expire_orders('30 minutes', 100000)`
+    await sql`select api.expire_orders('30 minutes', 100000)`
 
     const ids = products.map((p) => p.id)
     expect(placed.length).toBeGreaterThan(100)
     expect(refused).toBeGreaterThan(0)
     expect(await auditOf(sql, ids)).toEqual([])
-    const states = await sql`select state::text, count(*)::int from public.orders where id = any (${placed}::bigint[]) group by 1`
+    const states = await sql`select state::text, count(*)::int from waitress.orders where id = any (${placed}::bigint[]) group by 1`
     const byState = Object.fromEntries(states.map((row) => [row.state, row.count]))
     for (const state of ['cancelled', 'rejected', 'expired', 'paid', 'pending']) expect(byState[state]).toBeGreaterThan(0)
-    const [{ negative }] = await sql`select count(*)::int as negative from public.products where id = any (${ids}::bigint[]) and stock < 0`
+    const [{ negative }] = await sql`select count(*)::int as negative from waitress.products where id = any (${ids}::bigint[]) and stock < 0`
     expect(negative).toBe(0)
   })
 })

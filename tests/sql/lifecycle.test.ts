@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'bun:test'
-import { testSql } from '../support/db'
-import { agePastDeadline, auditOf, createProduct, placedOrder, refusal, stockOf } from '../support/fixtures'
+import { testSql } from '../support/db.ts'
+import { agePastDeadline, auditOf, createProduct, placedOrder, refusal, stockOf } from '../support/fixtures.ts'
 
 const sql = testSql()
 
@@ -9,15 +9,15 @@ type Action = 'pay' | 'accept' | 'reject' | 'deliver' | 'remit' | 'refund' | 'ca
 async function act(orderId: number, action: Action): Promise<string> {
   if (action === 'expire') {
     await agePastDeadline(sql, [orderId])
-    await sql`select public.expire_orders('30 minutes', 1000)`
+    await sql`select api.expire_orders('30 minutes', 1000)`
     return stateOf(orderId)
   }
-  const [row] = await sql`select ${sql(`public.${action}_order`)}(${orderId}) as order`
+  const [row] = await sql`select api.act_on_order(${orderId}, ${action})->'order' as order`
   return row.order.state
 }
 
 async function stateOf(orderId: number): Promise<string> {
-  const [row] = await sql`select state::text from public.orders where id = ${orderId}`
+  const [row] = await sql`select state::text from waitress.orders where id = ${orderId}`
   return row.state
 }
 
@@ -82,13 +82,13 @@ describe('order lifecycle', () => {
   })
 
   it('refuses an unknown order with WA008', async () => {
-    const error = await refusal(sql`select public.pay_order(987654321)`)
+    const error = await refusal(sql`select api.act_on_order(987654321, 'pay')`)
     expect(error.code).toBe('WA008')
   })
 
   it('records when an order was paid', async () => {
     const orderId = await placedOrder(sql, (await createProduct(sql)).id)
-    const [{ order }] = await sql`select public.pay_order(${orderId}) as order`
+    const [{ order }] = await sql`select api.act_on_order(${orderId}, 'pay')->'order' as order`
     expect(Date.parse(order.paid_at)).not.toBeNaN()
   })
 })
@@ -106,7 +106,7 @@ describe('stock given back by dying orders', () => {
     expect(outcomes.filter((o) => o === 'WA009')).toHaveLength(10)
     expect(await stockOf(sql, product.id)).toBe(50)
     const [{ releases }] = await sql`
-      select count(*)::int as releases from public.stock_movements where product_id = ${product.id} and reason = 'release'`
+      select count(*)::int as releases from waitress.stock_movements where product_id = ${product.id} and reason = 'release'`
     expect(releases).toBe(10)
     expect(await auditOf(sql, [product.id])).toEqual([])
   })
@@ -141,7 +141,7 @@ describe('expire_orders', () => {
     await act(paid, 'pay')
     await agePastDeadline(sql, [old, paid])
 
-    await sql`select public.expire_orders('30 minutes', 1000)`
+    await sql`select api.expire_orders('30 minutes', 1000)`
 
     expect([await stateOf(old), await stateOf(fresh), await stateOf(paid)]).toEqual(['expired', 'pending', 'paid'])
     expect(await stockOf(sql, product.id)).toBe(6)
@@ -156,7 +156,7 @@ describe('expire_orders', () => {
     const drain = async () => {
       let total = 0
       for (;;) {
-        const [{ n }] = await sql`select public.expire_orders('30 minutes', 7) as n`
+        const [{ n }] = await sql`select api.expire_orders('30 minutes', 7) as n`
         total += n
         if (n < 7) return total
       }
@@ -164,14 +164,14 @@ describe('expire_orders', () => {
     const [first, second] = await Promise.all([drain(), drain()])
 
     expect(first + second).toBeGreaterThanOrEqual(60)
-    const [{ expired }] = await sql`select count(*)::int as expired from public.orders where id = any (${orders}::bigint[]) and state = 'expired'`
+    const [{ expired }] = await sql`select count(*)::int as expired from waitress.orders where id = any (${orders}::bigint[]) and state = 'expired'`
     expect(expired).toBe(60)
     expect(await stockOf(sql, product.id)).toBe(200)
     expect(await auditOf(sql, [product.id])).toEqual([])
   })
 
   it('refuses a negative ttl or a limit below 1', async () => {
-    expect((await refusal(sql`select public.expire_orders('-1 minute', 10)`)).code).toBe('22023')
-    expect((await refusal(sql`select public.expire_orders('1 minute', 0)`)).code).toBe('22023')
+    expect((await refusal(sql`select api.expire_orders('-1 minute', 10)`)).code).toBe('22023')
+    expect((await refusal(sql`select api.expire_orders('1 minute', 0)`)).code).toBe('22023')
   })
 })

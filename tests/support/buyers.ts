@@ -1,6 +1,6 @@
 import { resolve } from 'node:path'
 
-export interface Checkout {
+export interface BuyerReply {
   cart_id: number
   /** 0 when the request itself failed. */
   status: number
@@ -12,7 +12,7 @@ export interface Checkout {
  * Spawns one OS process per group of carts, waits until every process is
  * ready, releases them all with one signal and returns every checkout's reply.
  */
-export async function raceBuyers(baseUrl: string, cartGroups: number[][]): Promise<Checkout[]> {
+export async function raceBuyers(baseUrl: string, cartGroups: number[][]): Promise<BuyerReply[]> {
   const children = cartGroups.map((cartIds) =>
     Bun.spawn([process.execPath, resolve(import.meta.dir, 'buyer.ts')], {
       stdin: 'pipe',
@@ -32,7 +32,7 @@ export async function raceBuyers(baseUrl: string, cartGroups: number[][]): Promi
     child.stdin.write('go\n')
     child.stdin.flush()
   }
-  const results: Checkout[] = []
+  const results: BuyerReply[] = []
   await Promise.all(
     outputs.map(async (output) => {
       for await (const line of output) if (line.trim()) results.push(JSON.parse(line))

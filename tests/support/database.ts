@@ -2,9 +2,9 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import postgres from 'postgres'
-import { startEmbeddedPostgres } from '../../src/db/embedded'
-import { migrate } from '../../src/db/migrate'
-import { APP_LOGIN, dropLogin, ensureAppLogin, randomPassword } from '../../src/db/app-login'
+import { startEmbeddedPostgres } from '../../src/db/embedded.ts'
+import { migrate } from '../../src/db/migrate.ts'
+import { APP_LOGIN, dropLogin, ensureAppLogin, randomPassword } from '../../src/db/app-login.ts'
 
 export interface TestDatabase {
   url: string

@@ -1,4 +1,4 @@
-import { createSql, type Sql } from '../../src/db/client'
+import { createSql, type Sql } from '../../src/db/client.ts'
 
 let shared: Sql | undefined
 let api: Sql | undefined

@@ -1,4 +1,4 @@
-import type { Sql } from '../../src/db/client'
+import type { Sql } from '../../src/db/client.ts'
 
 let nextUser = Math.floor(Math.random() * 1_000_000) * 1000 + 1
 
@@ -20,24 +20,25 @@ export async function createProduct(
   fields: Partial<Pick<ProductRow, 'name' | 'seller_id' | 'price' | 'stock' | 'weight' | 'active'>> = {},
 ): Promise<ProductRow> {
   const [product] = await sql<ProductRow[]>`
-    select id, name, seller_id, price, active, stock, weight
-      from public.create_product(${fields.name ?? 'Kopi Luwak'}, ${fields.seller_id ?? 1}, ${fields.price ?? 1000},
-                                 ${fields.stock ?? 10}, ${fields.weight ?? 250}, ${fields.active ?? true})`
+    select p.*
+      from jsonb_to_record(api.create_product(${fields.name ?? 'Kopi Luwak'}, ${fields.seller_id ?? 1}, ${fields.price ?? 1000},
+                                              ${fields.stock ?? 10}, ${fields.weight ?? 250}, ${fields.active ?? true}))
+        as p(id bigint, name text, seller_id bigint, price bigint, active boolean, stock integer, weight integer)`
   return product
 }
 
 export async function cartFor(sql: Sql, userId = newUserId()): Promise<{ id: number; user_id: number }> {
-  const [cart] = await sql<{ id: number; user_id: number }[]>`select id, user_id from public.cart_for_user(${userId})`
+  const [cart] = await sql<{ id: number; user_id: number }[]>`select (c->>'id')::bigint as id, (c->>'user_id')::bigint as user_id from api.cart_for_user(${userId}) c`
   return cart
 }
 
 export async function addItem(sql: Sql, cartId: number, productId: number, quantity: number): Promise<number> {
-  const [item] = await sql<{ id: number }[]>`select id from public.add_cart_item(${cartId}, ${productId}, ${quantity})`
+  const [item] = await sql<{ id: number }[]>`select (i->>'id')::bigint as id from api.add_cart_item(${cartId}, ${productId}, ${quantity}) i`
   return item.id
 }
 
 export async function stockOf(sql: Sql, productId: number): Promise<number> {
-  const [row] = await sql<{ stock: number }[]>`select stock from public.products where id = ${productId}`
+  const [row] = await sql<{ stock: number }[]>`select stock from waitress.products where id = ${productId}`
   return row.stock
 }
 
@@ -53,18 +54,18 @@ export async function refusal(query: Promise<unknown>): Promise<{ code: string; 
 
 /** Products among these ids whose stock disagrees with the ledger or their orders (inventory_audit). */
 export async function auditOf(sql: Sql, productIds: number[]): Promise<unknown[]> {
-  return [...(await sql`select * from public.inventory_audit() where product_id = any (${productIds}::bigint[])`)]
+  return [...(await sql`select * from api.inventory_audit() where product_id = any (${productIds}::bigint[])`)]
 }
 
 /** Places an order of `quantity` units of a product for a new buyer; returns the order id. */
 export async function placedOrder(sql: Sql, productId: number, quantity = 1): Promise<number> {
   const cart = await cartFor(sql)
   await addItem(sql, cart.id, productId, quantity)
-  const [row] = await sql<{ id: number }[]>`select (o->>'id')::bigint as id from public.place_order(${cart.id}) o`
+  const [row] = await sql<{ id: number }[]>`select (o->>'id')::bigint as id from jsonb_array_elements(api.place_order(${cart.id})->'orders') o`
   return row.id
 }
 
 /** Makes a pending order look older than any payment deadline, so expire_orders() takes it. */
 export async function agePastDeadline(sql: Sql, orderIds: number[]) {
-  await sql`update public.orders set created_at = now() - interval '1 day' where id = any (${orderIds}::bigint[])`
+  await sql`update waitress.orders set created_at = now() - interval '1 day' where id = any (${orderIds}::bigint[])`
 }

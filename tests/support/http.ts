@@ -1,5 +1,5 @@
-import { createApp } from '../../src/app'
-import { apiSql } from './db'
+import { createApp } from '../../src/app.ts'
+import { apiSql } from './db.ts'
 
 export const app = createApp(apiSql())
 

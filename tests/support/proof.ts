@@ -1,10 +1,13 @@
 import { expect } from 'bun:test'
-import { createApp } from '../../src/app'
-import { createSql, type Sql } from '../../src/db/client'
-import { outcomeOfHttp, outcomeOfSql, readFacts, startRun, type Checkout, type OrderDocument, type Outcome, type Run, type Verdict } from '../../src/proof/invariants'
-import type { CheckoutOptions } from '../../src/checkout'
-import { apiSql, appDatabaseUrl, testSql } from './db'
-import { createProduct, newUserId } from './fixtures'
+import { createApp } from '../../src/app.ts'
+import { createSql, type Sql } from '../../src/db/client.ts'
+import { readFacts, startRun } from '../../proof/database-facts.ts'
+import { type Attempt, type Outcome, type Run, type Verdict } from '../../proof/judge.ts'
+import { outcomeOfHttp, outcomeOfSql } from '../../proof/outcomes.ts'
+import type { Order } from '../../src/models.ts'
+import type { OrderPlacerOptions } from '../../src/order-placer.ts'
+import { apiSql, appDatabaseUrl, testSql } from './db.ts'
+import { createProduct, newUserId } from './fixtures.ts'
 
 /** The verdict holds: on failure bun prints every violation. */
 export function expectClean(verdict: Verdict) {
@@ -40,7 +43,7 @@ export interface Channel {
 export async function flashSaleChannel(): Promise<Channel> {
   const owner = testSql()
   const switchProduct = await createProduct(owner, { name: 'flash-sale switch', stock: 0 })
-  await owner`select public.set_flash_sale(${switchProduct.id}, true)`
+  await owner`select api.set_flash_sale(${switchProduct.id}, true)`
   const channel = httpChannel({ flashSaleCheckEveryMs: 0 })
   return {
     ...channel,
@@ -50,14 +53,14 @@ export async function flashSaleChannel(): Promise<Channel> {
       return Number(/^waitress_checkout_batch_size_sum (\S+)$/m.exec(metrics)?.[1] ?? 0)
     },
     async close() {
-      await owner`select public.set_flash_sale(${switchProduct.id}, false)`
+      await owner`select api.set_flash_sale(${switchProduct.id}, false)`
       await channel.close()
     },
   }
 }
 
-export function httpChannel(checkout?: CheckoutOptions): Channel {
-  const server = createApp(apiSql(), { checkout }).listen({ port: 0, hostname: '127.0.0.1' })
+export function httpChannel(checkout?: OrderPlacerOptions): Channel {
+  const server = createApp(apiSql(), { orderPlacer: checkout }).listen({ port: 0, hostname: '127.0.0.1' })
   const baseUrl = `http://127.0.0.1:${server.server!.port}`
   const post = async (path: string, body?: unknown) => {
     try {
@@ -92,10 +95,10 @@ export function sqlChannel(connections = 40): Channel {
   const sql = createSql(appDatabaseUrl(), { max: connections, role: 'waitress_api' })
   return {
     name: 'SQL',
-    checkout: (cartId) => outcomeOfSql(async () => (await sql<{ o: OrderDocument }[]>`select o from public.place_order(${cartId}) o`).map((row) => row.o)),
+    checkout: (cartId) => outcomeOfSql(async () => (await sql<{ o: Order }[]>`select o from jsonb_array_elements(api.place_order(${cartId})->'orders') o`).map((row) => row.o)),
     async addItem(cartId, productId, quantity) {
       try {
-        const [item] = await sql<{ id: number; quantity: number }[]>`select id, quantity from public.add_cart_item(${cartId}, ${productId}, ${quantity})`
+        const [item] = await sql<{ id: number; quantity: number }[]>`select (i->>'id')::bigint as id, (i->>'quantity')::int as quantity from api.add_cart_item(${cartId}, ${productId}, ${quantity}) i`
         return { ok: true, itemId: item.id, quantity: item.quantity }
       } catch (error) {
         return { ok: false, outcome: await outcomeOfSql(() => Promise.reject(error)) }
@@ -127,12 +130,12 @@ export interface Buyer {
 export async function buyersWith(sql: Sql, carts: [productId: number, quantity: number][][]): Promise<Buyer[]> {
   const userIds = carts.map(() => newUserId())
   const rows = await sql<{ id: number }[]>`
-    select c.id from unnest(${userIds}::bigint[]) with ordinality as u(user_id, n)
-    cross join lateral public.cart_for_user(u.user_id) c
+    select (c->>'id')::bigint as id from unnest(${userIds}::bigint[]) with ordinality as u(user_id, n)
+    cross join lateral api.cart_for_user(u.user_id) c
      order by u.n`
   const lines = carts.flatMap((lines, i) => lines.map(([productId, quantity]) => [rows[i].id, productId, quantity]))
   await sql`
-    select public.add_cart_item(l.cart_id, l.product_id, l.quantity)
+    select api.add_cart_item(l.cart_id, l.product_id, l.quantity)
       from unnest(${lines.map((l) => l[0])}::bigint[], ${lines.map((l) => l[1])}::bigint[], ${lines.map((l) => l[2])}::int[])
            with ordinality as l(cart_id, product_id, quantity, n)
      order by l.n`
@@ -176,7 +179,7 @@ export async function scarceRace(channel: Channel, options: { contenders: number
   ])
   const idle = buyers.pop()!
   const start = await startRun(sql, [scarce.id, plenty.id])
-  const checkouts: Checkout[] = await Promise.all(
+  const checkouts: Attempt[] = await Promise.all(
     buyers.map(async (b) => ({ cartId: b.cartId, buyerId: b.userId, wants: b.wants, outcome: await channel.checkout(b.cartId) })),
   )
   const run: Run = { ...start, checkouts }

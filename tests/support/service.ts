@@ -1,6 +1,6 @@
 import { resolve } from 'node:path'
 import type { Subprocess } from 'bun'
-import { freePort } from '../../src/db/embedded'
+import { freePort } from '../../src/db/embedded.ts'
 
 export interface RunningService {
   child: Subprocess<'ignore', 'pipe', 'pipe'>

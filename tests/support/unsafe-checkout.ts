@@ -1,5 +1,7 @@
-import type { Sql } from '../../src/db/client'
-import { orderRecord, type OrderDocument, type Outcome } from '../../src/proof/invariants'
+import type { Sql } from '../../src/db/client.ts'
+import { type Outcome } from '../../proof/judge.ts'
+import { orderRecord } from '../../proof/outcomes.ts'
+import type { Order } from '../../src/models.ts'
 
 /**
  * The original service's checkout, kept in test code only to prove that the
@@ -15,9 +17,9 @@ export async function unsafeCheckout(owner: Sql, cartId: number, between: () => 
     { cart_item_id: number; product_id: number; name: string; quantity: number; stock: number; price: number; weight: number; seller_id: number; user_id: number }[]
   >`
     select ci.id as cart_item_id, p.id as product_id, p.name, ci.quantity, p.stock, p.price, p.weight, p.seller_id, c.user_id
-      from public.cart_items ci
-      join public.products p on p.id = ci.product_id
-      join public.carts c on c.id = ci.cart_id
+      from waitress.cart_items ci
+      join waitress.products p on p.id = ci.product_id
+      join waitress.carts c on c.id = ci.cart_id
      where ci.cart_id = ${cartId} and not ci.purchased
      order by ci.id`
   if (lines.length === 0) return { kind: 'refused', status: 422, code: 'WA006', message: `cart ${cartId} has nothing to order` }
@@ -34,20 +36,20 @@ export async function unsafeCheckout(owner: Sql, cartId: number, between: () => 
   await between()
 
   const documents = await owner.begin(async (tx) => {
-    for (const line of lines) await tx`update public.products set stock = ${line.stock - line.quantity} where id = ${line.product_id}`
-    await tx`update public.cart_items set purchased = true where id = any (${lines.map((l) => l.cart_item_id)}::bigint[])`
-    const orders: OrderDocument[] = []
+    for (const line of lines) await tx`update waitress.products set stock = ${line.stock - line.quantity} where id = ${line.product_id}`
+    await tx`update waitress.cart_items set purchased = true where id = any (${lines.map((l) => l.cart_item_id)}::bigint[])`
+    const orders: Order[] = []
     for (const sellerId of [...new Set(lines.map((l) => l.seller_id))].sort((a, b) => a - b)) {
       const mine = lines.filter((l) => l.seller_id === sellerId)
       const [{ id }] = await tx<{ id: number }[]>`
-        insert into public.orders (buyer_id, seller_id, total_price)
+        insert into waitress.orders (buyer_id, seller_id, total_price)
         values (${mine[0].user_id}, ${sellerId}, ${mine.reduce((sum, l) => sum + l.price * l.quantity, 0)})
         returning id`
       for (const l of mine)
         await tx`
-          insert into public.order_items (order_id, product_id, cart_item_id, quantity, price, weight)
+          insert into waitress.order_items (order_id, product_id, cart_item_id, quantity, price, weight)
           values (${id}, ${l.product_id}, ${l.cart_item_id}, ${l.quantity}, ${l.price}, ${l.weight})`
-      const [{ order }] = await tx<{ order: OrderDocument }[]>`select public.order_json(o) as order from public.orders o where o.id = ${id}`
+      const [{ order }] = await tx<{ order: Order }[]>`select waitress.order_json(o) as order from waitress.orders o where o.id = ${id}`
       orders.push(order)
     }
     return orders

@@ -1,0 +1,54 @@
+-- migrate:up
+set local role waitress_owner;
+
+create type waitress.order_state as enum (
+  'pending', 'paid', 'accepted', 'delivered', 'remitted',
+  'refunded', 'rejected', 'cancelled', 'expired'
+);
+
+comment on type waitress.order_state is
+  'Lifecycle of an order. A checkout creates orders as pending; waitress.order_actions moves them.';
+
+-- code is derived from id and creation year, so it cannot disagree with them:
+-- OS + 2-digit UTC year + id zero-padded to 10 digits, e.g. OS260000000042.
+create table waitress.orders (
+  id bigint generated always as identity primary key,
+  code text generated always as (
+    'OS'
+    || lpad((extract(year from (created_at at time zone 'UTC'))::integer % 100)::text, 2, '0')
+    || lpad(id::text, 10, '0')
+  ) stored,
+  buyer_id bigint not null,
+  seller_id bigint not null,
+  state waitress.order_state not null default 'pending',
+  total_price bigint not null,
+  note text,
+  paid_at timestamptz,
+  created_at timestamptz not null default now(),
+  updated_at timestamptz not null default now(),
+  constraint orders_code_key unique (code),
+  -- lpad would silently truncate an id of 11 digits or more.
+  constraint orders_id_fits_code check (id < 10000000000),
+  constraint orders_total_price_positive check (total_price > 0),
+  constraint orders_note_length check (note is null or length(note) <= 1000)
+);
+
+-- A buyer's and a seller's orders, newest page after a given id (keyset paging).
+create index orders_buyer_id_id_idx on waitress.orders (buyer_id, id);
+create index orders_seller_id_id_idx on waitress.orders (seller_id, id);
+-- expire_orders() looks for old pending orders only.
+create index orders_pending_created_at_idx on waitress.orders (created_at) where state = 'pending';
+
+create trigger orders_set_updated_at
+  before update on waitress.orders
+  for each row execute function waitress.set_updated_at();
+
+comment on table waitress.orders is
+  'One order per seller per checkout. total_price is the sum of its lines, in the smallest currency unit.';
+comment on column waitress.orders.paid_at is
+  'When the buyer paid; a cancelled order can be refunded only if it was paid.';
+
+-- migrate:down
+set local role waitress_owner;
+drop table if exists waitress.orders;
+drop type if exists waitress.order_state;

@@ -1,0 +1,301 @@
+import { createSql } from '../src/db/client.ts'
+import { fetchFacts } from './api-facts.ts'
+import { openContract, type Authorize } from './auth.ts'
+import { mapConcurrent } from './concurrency.ts'
+import { deadlockCount, readFacts } from './database-facts.ts'
+import { judge, type Attempt, type Run, type Verdict } from './judge.ts'
+import { outcomeOfHttp } from './outcomes.ts'
+
+export interface FlashSaleOptions {
+  /** The service, e.g. http://127.0.0.1:8080. */
+  baseUrl: string
+  buyers: number
+  products: number
+  /** Initial stock of every product. */
+  stock: number
+  /** Each cart line asks for 1 to maxQty units. */
+  maxQty: number
+  /** Carts of 2 to 4 products (in random order) instead of one. */
+  multi: boolean
+  /** Checkouts in flight at once. */
+  concurrency: number
+  /** Seeds the carts' contents, so a run can be replayed. */
+  seed: number
+  /** Switch the products to flash-sale mode (checkouts coalesced into batches) for the race. */
+  flashSale: boolean
+  /** Share (0 to 1) of accepted buyers who cancel at once, half of them after paying: their stock must come back. */
+  cancelRate?: number
+  /**
+   * Buyers who neither cancel nor pay leave their orders pending, and the
+   * run waits this long (ms) after the race for the service's payment
+   * deadline to expire them (0: everyone else pays at once).
+   */
+  expireAfterMs?: number
+  /** Restocks of random products, by their sellers, during the race. */
+  restocks?: number
+  /** The service's database, for a complete verdict; without it the verdict reads the API. */
+  databaseUrl?: string
+  /** Headers for a request on behalf of a user: bearer tokens when the service has AUTH_JWT_SECRET. */
+  authorize?: Authorize
+  /**
+   * The service answered no checkout before this run (one this simulator just
+   * started): it looks flash-sale mode up at its first checkout, so there is
+   * no need to wait for it to notice.
+   */
+  freshService?: boolean
+}
+
+export interface SaleProduct {
+  id: number
+  name: string
+  sellerId: number
+  price: number
+}
+
+/** Updated in place while the sale runs, for a live display. */
+export interface Progress {
+  phase: 'setup' | 'race' | 'verdict' | 'done'
+  done: number
+  total: number
+  accepted: number
+  refused: number
+  failed: number
+  /** performance.now() when the phase started. */
+  since: number
+}
+
+export interface FlashSaleResult {
+  options: FlashSaleOptions
+  products: SaleProduct[]
+  checkouts: Attempt[]
+  /** Milliseconds per checkout request, in the order of `checkouts`. */
+  latencies: number[]
+  cartLines: number
+  setupMs: number
+  raceMs: number
+  verdict: Verdict
+  /** place_orders() batches during the race, from the service's /metrics (flash-sale mode only). */
+  batches?: { count: number; checkouts: number }
+  /** What accepted buyers did next: cancelled, paid then cancelled, paid, left pending to expire. */
+  lifecycle: { cancelled: number; paidThenCancelled: number; paid: number; leftPending: number }
+}
+
+const SELLERS = 3
+const SETUP_CONCURRENCY = 32
+
+/** A small seeded PRNG (mulberry32): the same seed gives the same carts. */
+export function seededRandom(seed: number) {
+  let state = seed >>> 0
+  const next = () => {
+    state = (state + 0x6d2b79f5) >>> 0
+    let t = state
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+  const int = (min: number, max: number) => min + Math.floor(next() * (max - min + 1))
+  const shuffle = <T>(items: readonly T[]) => {
+    const copy = [...items]
+    for (let i = copy.length - 1; i > 0; i--) {
+      const j = int(0, i)
+      ;[copy[i], copy[j]] = [copy[j], copy[i]]
+    }
+    return copy
+  }
+  return { next, int, shuffle }
+}
+
+/** What each buyer puts in the cart: product index → quantity, in the order added. */
+export function plannedCarts(options: Pick<FlashSaleOptions, 'buyers' | 'products' | 'stock' | 'maxQty' | 'multi' | 'seed'>): [number, number][][] {
+  const random = seededRandom(options.seed)
+  const indexes = Array.from({ length: options.products }, (_, i) => i)
+  const most = Math.max(1, Math.min(options.maxQty, options.stock)) // a line above the stock is refused when added
+  return Array.from({ length: options.buyers }, () => {
+    const count = options.multi ? random.int(Math.min(2, options.products), Math.min(4, options.products)) : 1
+    return random
+      .shuffle(indexes)
+      .slice(0, count)
+      .map((index) => [index, random.int(1, most)] as [number, number])
+  })
+}
+
+class SetupError extends Error {}
+
+/** FLASH_SALE_CHECK_EVERY's default: how long a busy service may take to notice flash-sale mode. */
+const FLASH_SALE_NOTICE_MS = 1_000
+
+/**
+ * A flash sale against a running service: creates the products and every
+ * buyer's cart through the API, releases the checkouts at once (at most
+ * `concurrency` in flight), then reads the outcome back and asks the
+ * invariant checker for its verdict.
+ */
+export async function runFlashSale(
+  options: FlashSaleOptions,
+  progress: Progress = newProgress(),
+  onPhaseDone: (phase: Readonly<Progress>) => void = () => {},
+): Promise<FlashSaleResult> {
+  const { baseUrl } = options
+  const authorize = options.authorize ?? openContract
+  const call = async (asUser: number, method: string, path: string, body?: unknown): Promise<any> => {
+    const headers: Record<string, string> = { ...(await authorize(asUser)) }
+    if (body !== undefined) headers['content-type'] = 'application/json'
+    const response = await fetch(`${baseUrl}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) })
+    const json: any = await response.json().catch(() => undefined)
+    if (response.status >= 300) throw new SetupError(`${method} ${path} answered ${response.status}: ${json?.error ?? JSON.stringify(json)}`)
+    return json.data
+  }
+
+  const setupStarted = performance.now()
+  Object.assign(progress, { phase: 'setup', done: 0, total: options.buyers, since: setupStarted })
+
+  const random = seededRandom(options.seed ^ 0x5eed)
+  const products: SaleProduct[] = []
+  const initialStock = new Map<number, number>()
+  for (let i = 0; i < options.products; i++) {
+    const sellerId = 1 + (i % SELLERS)
+    const product = await call(sellerId, 'POST', '/products', {
+      name: `Flash sale item ${i + 1}`,
+      seller_id: sellerId,
+      price: random.int(2, 200) * 500,
+      stock: options.stock,
+      weight: 250,
+    })
+    products.push({ id: product.id, name: product.name, sellerId: product.seller_id, price: product.price })
+    initialStock.set(product.id, product.stock)
+  }
+
+  // Fresh user ids (15 digits at most, as the API takes them), so every cart starts empty.
+  const firstUser = (Date.now() % 1_000_000_000) * 100_000 + 1
+  const plans = plannedCarts(options)
+  let cartLines = 0
+  const buyers = await mapConcurrent(plans, SETUP_CONCURRENCY, async (plan, i) => {
+    const userId = firstUser + i
+    const cart = await call(userId, 'GET', `/carts?user_id=${userId}`)
+    if (cart.items.length > 0) throw new SetupError(`user ${userId} already has a cart with items; run again`)
+    for (const [index, quantity] of plan)
+      await call(userId, 'POST', '/carts/items', { cart_id: cart.id, product_id: products[index].id, quantity })
+    cartLines += plan.length
+    progress.done++
+    return { cartId: cart.id as number, userId, wants: new Map(plan.map(([index, quantity]) => [products[index].id, quantity])) }
+  })
+
+  const switchFlashSale = async (enabled: boolean) => {
+    for (const product of products) await call(product.sellerId, 'PUT', `/products/${product.id}/flash-sale`, { enabled })
+  }
+  const batchesSoFar = () => (options.flashSale ? batchMetrics(baseUrl, authorize, products[0].sellerId) : undefined)
+  if (options.flashSale) {
+    await switchFlashSale(true)
+    // A service that has been answering checkouts rechecks the mode at most this often.
+    if (!options.freshService) await Bun.sleep(FLASH_SALE_NOTICE_MS + 100)
+  }
+  const setupMs = performance.now() - setupStarted
+  onPhaseDone({ ...progress })
+
+  const sql = options.databaseUrl ? createSql(options.databaseUrl, { max: 2 }) : undefined
+  try {
+    const deadlocksBefore = sql ? await deadlockCount(sql) : undefined
+    const batchesBefore = await batchesSoFar()
+
+    const latencies = new Array<number>(buyers.length)
+    const cancelRate = options.cancelRate ?? 0
+    const lifecycle = { cancelled: 0, paidThenCancelled: 0, paid: 0, leftPending: 0 }
+    // After a checkout: cancel (some after paying), pay, or leave pending for the payment deadline.
+    const afterCheckout = async (userId: number, orders: { id: number }[]) => {
+      const roll = random.next()
+      for (const order of orders) {
+        if (roll < cancelRate / 2) {
+          await call(userId, 'POST', `/orders/${order.id}/cancel`)
+          lifecycle.cancelled++
+        } else if (roll < cancelRate) {
+          await call(userId, 'POST', `/orders/${order.id}/pay`)
+          await call(userId, 'POST', `/orders/${order.id}/cancel`)
+          lifecycle.paidThenCancelled++
+        } else if (options.expireAfterMs && roll < cancelRate + (1 - cancelRate) / 2) {
+          lifecycle.leftPending++
+        } else if (cancelRate > 0 || options.expireAfterMs) {
+          await call(userId, 'POST', `/orders/${order.id}/pay`)
+          lifecycle.paid++
+        }
+      }
+    }
+    const stockAdjustments = new Map<number, number[]>()
+    let racing = true
+    const restocking = (async () => {
+      for (let i = 0; i < (options.restocks ?? 0) && racing; i++) {
+        const product = products[random.int(0, products.length - 1)]
+        const quantity = random.int(1, 5)
+        await call(product.sellerId, 'POST', `/products/${product.id}/restock`, { quantity, note: 'simulated restock' })
+        stockAdjustments.set(product.id, [...(stockAdjustments.get(product.id) ?? []), quantity])
+        await Bun.sleep(10)
+      }
+    })()
+    const raceStarted = performance.now()
+    Object.assign(progress, { phase: 'race', done: 0, total: buyers.length, since: raceStarted })
+    const checkouts = await mapConcurrent(buyers, options.concurrency, async (buyer, i): Promise<Attempt> => {
+      const headers = await authorize(buyer.userId)
+      const started = performance.now()
+      let status = 0
+      let body: unknown
+      try {
+        const response = await fetch(`${baseUrl}/carts/${buyer.cartId}/checkout`, { method: 'POST', headers })
+        status = response.status
+        body = await response.json().catch(() => ({ error: 'the body is not JSON' }))
+      } catch (error) {
+        body = { error: String(error) }
+      }
+      latencies[i] = performance.now() - started
+      const outcome = outcomeOfHttp(status, body)
+      progress.done++
+      progress[outcome.kind]++
+      if (outcome.kind === 'accepted') await afterCheckout(buyer.userId, outcome.orders)
+      return { cartId: buyer.cartId, buyerId: buyer.userId, wants: buyer.wants, outcome }
+    })
+    racing = false
+    await restocking
+    const raceMs = performance.now() - raceStarted
+    onPhaseDone({ ...progress })
+
+    const batchesAfter = await batchesSoFar()
+    // Left on, it would make the service batch every checkout from now on.
+    if (options.flashSale) await switchFlashSale(false)
+    const batches =
+      batchesBefore && batchesAfter
+        ? { count: batchesAfter.count - batchesBefore.count, checkouts: batchesAfter.checkouts - batchesBefore.checkouts }
+        : undefined
+
+    Object.assign(progress, { phase: 'verdict', since: performance.now() })
+    // Orders left pending expire once the service's payment deadline (ORDER_PAYMENT_TTL) passes.
+    if (options.expireAfterMs) await Bun.sleep(options.expireAfterMs)
+    const run: Run = { initialStock, checkouts, deadlocksBefore, stockAdjustments }
+    const facts = sql ? await readFacts(sql, run) : await fetchFacts(baseUrl, run, { authorize })
+    const verdict = judge(run, facts)
+    onPhaseDone({ ...progress })
+    progress.phase = 'done'
+    return { options, products, checkouts, latencies, cartLines, setupMs, raceMs, verdict, batches, lifecycle }
+  } finally {
+    await sql?.end({ timeout: 5 })
+  }
+}
+
+/** The service's place_orders() batches so far (its Prometheus histogram), or undefined when it serves none. */
+async function batchMetrics(baseUrl: string, authorize: Authorize, asUser: number): Promise<{ count: number; checkouts: number } | undefined> {
+  const response = await fetch(`${baseUrl}/metrics`, { headers: await authorize(asUser) }).catch(() => undefined)
+  if (!response?.ok) return undefined
+  const text = await response.text()
+  const value = (name: string) => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[1] ?? NaN)
+  const count = value('waitress_checkout_batch_size_count')
+  const checkouts = value('waitress_checkout_batch_size_sum')
+  return Number.isFinite(count) && Number.isFinite(checkouts) ? { count, checkouts } : undefined
+}
+
+export const newProgress = (): Progress => ({ phase: 'setup', done: 0, total: 0, accepted: 0, refused: 0, failed: 0, since: performance.now() })
+
+/** The p-th percentile (nearest rank) of some numbers. */
+export function percentile(values: readonly number[], p: number): number {
+  if (values.length === 0) return NaN
+  const sorted = [...values].sort((a, b) => a - b)
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]
+}
+
+export { SetupError }

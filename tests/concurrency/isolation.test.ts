@@ -1,0 +1,230 @@
+import { afterAll, describe, expect, it } from 'bun:test'
+import { createSql, type Sql } from '../../src/db/client.ts'
+import { checkInvariants, startRun } from '../../proof/database-facts.ts'
+import { type Attempt } from '../../proof/judge.ts'
+import { outcomeOfSql } from '../../proof/outcomes.ts'
+import type { Order } from '../../src/models.ts'
+import { appDatabaseUrl, testSql } from '../support/db.ts'
+import { addItem, cartFor, createProduct, stockOf } from '../support/fixtures.ts'
+import { buyersWith, expectClean, signal } from '../support/proof.ts'
+
+/**
+ * Two SQL sessions stepped by hand, both as waitress_api: the first calls
+ * place_order inside a transaction it keeps open, the second's call must
+ * then wait on the first's lock (seen in pg_stat_activity, not guessed from
+ * a sleep), and after the first commits or rolls back it must see exactly
+ * what the first left. This pins the isolation behaviour down.
+ */
+const owner = testSql()
+const api = createSql(appDatabaseUrl(), { max: 4, role: 'waitress_api' })
+afterAll(() => api.end({ timeout: 5 }))
+
+/** place_order as a SQL caller sees it: the orders, or the refusal. */
+const placeOrder = (sql: Sql, cartId: number) =>
+  outcomeOfSql(async () => (await sql<{ o: Order }[]>`select o from jsonb_array_elements(api.place_order(${cartId})->'orders') o`).map((row) => row.o))
+
+class RolledBack extends Error {}
+
+/** Session one: runs `work` in a transaction and holds it open (with its locks) until told to commit or roll back. */
+async function holdOpen<T>(work: (tx: Sql) => Promise<T>) {
+  const holding = signal<{ pid: number; result: T }>()
+  const finish = signal<'commit' | 'rollback'>()
+  const done = api
+    .begin(async (tx) => {
+      const [{ pid }] = await tx<{ pid: number }[]>`select pg_backend_pid() as pid`
+      holding.resolve({ pid, result: await work(tx as unknown as Sql) })
+      if ((await finish.promise) === 'rollback') throw new RolledBack()
+    })
+    .catch((error) => {
+      if (!(error instanceof RolledBack)) throw error
+    })
+  const { pid, result } = await Promise.race([holding.promise, done.then(() => Promise.reject(new Error('session one ended early')))])
+  return {
+    pid,
+    result,
+    commit: () => (finish.resolve('commit'), done),
+    rollback: () => (finish.resolve('rollback'), done),
+  }
+}
+
+/** Session two: starts a call on its own connection and reports whether it has returned yet. */
+async function startSecond<T>(call: (sql: Sql) => Promise<T>) {
+  const session = await api.reserve()
+  const [{ pid }] = await session<{ pid: number }[]>`select pg_backend_pid() as pid`
+  let returned = false
+  const result = call(session as unknown as Sql).finally(() => {
+    returned = true
+    session.release()
+  })
+  return { pid, result, returned: () => returned }
+}
+
+/**
+ * Waits until PostgreSQL reports `pid` waiting on a lock (pg_stat_activity's
+ * wait event) that `blocker` holds (pg_blocking_pids); returns the wait event.
+ * The two are read at slightly different moments, so both must agree.
+ */
+async function waitUntilBlocked(pid: number, blocker: number): Promise<string> {
+  for (let polls = 0; polls < 10_000; polls++) {
+    const [row] = await owner<{ blockers: number[]; wait_event_type: string | null; wait_event: string | null }[]>`
+      select pg_blocking_pids(pid) as blockers, wait_event_type, wait_event from pg_stat_activity where pid = ${pid}`
+    if (row?.blockers.includes(blocker) && row.wait_event_type === 'Lock') return row.wait_event!
+    await Bun.sleep(2)
+  }
+  throw new Error(`session ${pid} never waited for a lock of session ${blocker}`)
+}
+
+async function oneProductRace(stock: number, firstWants: number, secondWants: number) {
+  const product = await createProduct(owner, { stock })
+  const [first, second] = await buyersWith(owner, [[[product.id, firstWants]], [[product.id, secondWants]]])
+  const start = await startRun(owner, [product.id])
+  return { product, first, second, start }
+}
+
+describe('isolation of place_order, stepped', () => {
+  it('makes a second buyer of the product wait for the first, then sell from the stock it left', async () => {
+    const { product, first, second, start } = await oneProductRace(5, 3, 2)
+
+    const one = await holdOpen((tx) => placeOrder(tx, first.cartId))
+    const two = await startSecond((sql) => placeOrder(sql, second.cartId))
+    // It waits for the first's transaction to end: that is what a row lock held by it means.
+    expect(await waitUntilBlocked(two.pid, one.pid)).toBe('transactionid')
+    expect(two.returned()).toBe(false)
+    expect(await stockOf(owner, product.id)).toBe(5) // the first's sale is not visible until it commits
+
+    await one.commit()
+    const outcome = await two.result
+
+    expect(outcome.kind).toBe('accepted')
+    expect(await stockOf(owner, product.id)).toBe(0)
+    const checkouts: Attempt[] = [
+      { cartId: first.cartId, wants: first.wants, outcome: one.result },
+      { cartId: second.cartId, wants: second.wants, outcome },
+    ]
+    expectClean(await checkInvariants(owner, { ...start, checkouts }))
+  })
+
+  it('makes a second buyer wait, then refuses it with WA004 naming what the first left', async () => {
+    const { product, first, second, start } = await oneProductRace(5, 3, 3)
+
+    const one = await holdOpen((tx) => placeOrder(tx, first.cartId))
+    const two = await startSecond((sql) => placeOrder(sql, second.cartId))
+    expect(await waitUntilBlocked(two.pid, one.pid)).toBe('transactionid')
+    expect(two.returned()).toBe(false)
+
+    await one.commit()
+    const outcome = await two.result
+
+    expect(outcome).toMatchObject({
+      kind: 'refused',
+      status: 422,
+      code: 'WA004',
+      details: { shortages: [{ product_id: product.id, name: product.name, requested: 3, available: 2 }] },
+    })
+    expect(await stockOf(owner, product.id)).toBe(2)
+    const checkouts: Attempt[] = [
+      { cartId: first.cartId, wants: first.wants, outcome: one.result },
+      { cartId: second.cartId, wants: second.wants, outcome },
+    ]
+    expectClean(await checkInvariants(owner, { ...start, checkouts }))
+  })
+
+  it('lets the second buyer have the whole stock when the first rolls back', async () => {
+    const { product, first, second, start } = await oneProductRace(5, 3, 5)
+
+    const one = await holdOpen((tx) => placeOrder(tx, first.cartId))
+    const two = await startSecond((sql) => placeOrder(sql, second.cartId))
+    expect(await waitUntilBlocked(two.pid, one.pid)).toBe('transactionid')
+    expect(two.returned()).toBe(false)
+
+    await one.rollback()
+    const outcome = await two.result
+
+    expect(outcome.kind).toBe('accepted')
+    expect(await stockOf(owner, product.id)).toBe(0)
+    // The first buyer's checkout never happened; its cart is as it was.
+    const [{ open }] = await owner`select count(*)::int as open from waitress.cart_items where cart_id = ${first.cartId} and not purchased`
+    expect(open).toBe(1)
+    expectClean(await checkInvariants(owner, { ...start, checkouts: [{ cartId: second.cartId, wants: second.wants, outcome }] }))
+  })
+
+  it('makes two multi-product checkouts queue in product id order instead of deadlocking', async () => {
+    const low = await createProduct(owner, { stock: 10 })
+    const high = await createProduct(owner, { stock: 10 })
+    // Lines added in opposite orders: only the lock order inside place_order keeps them apart.
+    const [first, second] = await buyersWith(owner, [
+      [
+        [high.id, 2],
+        [low.id, 2],
+      ],
+      [
+        [low.id, 3],
+        [high.id, 3],
+      ],
+    ])
+    const start = await startRun(owner, [low.id, high.id])
+
+    const one = await holdOpen((tx) => placeOrder(tx, first.cartId))
+    const two = await startSecond((sql) => placeOrder(sql, second.cartId))
+    expect(await waitUntilBlocked(two.pid, one.pid)).toBe('transactionid')
+    // It queues at the lower id's row (the tuple lock a waiter holds), though its cart lists that product last.
+    const [row] = await owner<{ ctid: string }[]>`select ctid::text from waitress.products where id = ${low.id}`
+    const [queuedAt] = await owner<{ at: string }[]>`
+      select format('(%s,%s)', page, tuple) as at from pg_locks
+       where pid = ${two.pid} and locktype = 'tuple' and relation = 'waitress.products'::regclass`
+    expect(queuedAt?.at).toBe(row.ctid)
+
+    await one.commit()
+    const outcome = await two.result
+
+    expect(outcome.kind).toBe('accepted')
+    expect([await stockOf(owner, low.id), await stockOf(owner, high.id)]).toEqual([5, 5])
+    const checkouts: Attempt[] = [
+      { cartId: first.cartId, wants: first.wants, outcome: one.result },
+      { cartId: second.cartId, wants: second.wants, outcome },
+    ]
+    expectClean(await checkInvariants(owner, { ...start, checkouts }))
+  })
+
+  it('makes an add to the cart wait for its checkout, then start a new line rather than grow the sold one', async () => {
+    const product = await createProduct(owner, { stock: 10 })
+    const cart = await cartFor(owner)
+    const line = await addItem(owner, cart.id, product.id, 1)
+    const start = await startRun(owner, [product.id])
+
+    const one = await holdOpen((tx) => placeOrder(tx, cart.id))
+    const two = await startSecond((sql) => sql<{ id: number; quantity: number }[]>`select (i->>'id')::bigint as id, (i->>'quantity')::int as quantity from api.add_cart_item(${cart.id}, ${product.id}, 2) i`)
+    expect(await waitUntilBlocked(two.pid, one.pid)).toBe('transactionid')
+    expect(two.returned()).toBe(false)
+
+    await one.commit()
+    const [added] = await two.result
+
+    expect(added.id).not.toBe(line)
+    expect(added.quantity).toBe(2)
+    expect(one.result.kind === 'accepted' && one.result.orders[0].lines.map((l) => [l.cartItemId, l.quantity])).toEqual([[line, 1]])
+    const checkouts: Attempt[] = [{ cartId: cart.id, wants: new Map([[product.id, 1]]), outcome: one.result }]
+    expectClean(await checkInvariants(owner, { ...start, checkouts }))
+  })
+
+  it('makes a second checkout of the same cart wait, then find nothing left to order (WA006)', async () => {
+    const product = await createProduct(owner, { stock: 10 })
+    const [buyer] = await buyersWith(owner, [[[product.id, 4]]])
+    const start = await startRun(owner, [product.id])
+
+    const one = await holdOpen((tx) => placeOrder(tx, buyer.cartId))
+    const two = await startSecond((sql) => placeOrder(sql, buyer.cartId))
+    expect(await waitUntilBlocked(two.pid, one.pid)).toBe('transactionid')
+
+    await one.commit()
+    const outcome = await two.result
+
+    expect(outcome).toMatchObject({ kind: 'refused', code: 'WA006' })
+    expect(await stockOf(owner, product.id)).toBe(6)
+    const checkouts: Attempt[] = [
+      { cartId: buyer.cartId, wants: buyer.wants, outcome: one.result },
+      { cartId: buyer.cartId, wants: buyer.wants, outcome },
+    ]
+    expectClean(await checkInvariants(owner, { ...start, checkouts, expectedRefusals: ['WA006'] }))
+  })
+})
