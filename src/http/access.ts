@@ -122,9 +122,7 @@ export function createAccess(options: AccessOptions) {
     if (!payload) throw unauthorized("the bearer token is malformed, expired or not signed with this service's secret", true)
     if (typeof payload.sub !== 'string' || !USER_ID.test(payload.sub))
       throw unauthorized("the bearer token's sub must be a user id (decimal digits)", true)
-    const actor: Actor = { kind: 'user', id: Number(payload.sub), operator: payload.role === 'operator' }
-    if (level === 'operator' && !actor.operator) throw new ApiError(403, 'this route is for operators: a token with "role": "operator"')
-    return actor
+    return { kind: 'user', id: Number(payload.sub), operator: payload.role === 'operator' }
   }
 
   const plugin = new Elysia({ name: 'waitress/access', seed: options.secret ?? '' })
@@ -140,6 +138,8 @@ export function createAccess(options: AccessOptions) {
             'retry-after': String(limited.retryAfter),
           })
       }
+      if (level === 'operator' && actor?.kind === 'user' && !actor.operator)
+        throw new ApiError(403, 'this route is for operators: a token with "role": "operator"')
     })
     .macro({
       access: (level: Access) => ({
