@@ -165,7 +165,7 @@ export async function main(args: string[]): Promise<void> {
     cleanups.push(() => service.stop())
 
     const [flash] = await sql<{ present: boolean }[]>`
-      select to_regprocedure('api.set_flash_sale(bigint,boolean)') is not null as present`
+      select to_regprocedure('api.set_flash_sale(bigint,boolean,bigint)') is not null as present`
     const skipped: string[] = []
     let modes = options.modes
     if (!flash.present && modes.includes('http-flash')) {

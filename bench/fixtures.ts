@@ -10,6 +10,9 @@ import type { Buyer } from './types'
 export const BENCH_SELLER_ID = 7_070_707
 /** Enough that no cell ever runs a product out of stock. */
 export const BENCH_STOCK = 1_000_000_000
+
+/** The first user id of a benchmark buyer. */
+export const BENCH_USER_BASE = 8_000_000_000_000
 const PRICE = 1_000
 const WEIGHT = 100
 
@@ -72,7 +75,9 @@ export class BuyerPool {
     const sql = this.sql
     this.buyers = this.buyers.slice(this.cursor)
     this.cursor = 0
-    const [{ last }] = await sql<{ last: number }[]>`select coalesce(max(user_id), 0)::bigint as last from waitress.carts`
+    // Benchmark buyers have ids of their own, far above any a test or a person uses.
+    const [{ last }] = await sql<{ last: number }[]>`
+      select coalesce(max(user_id), ${BENCH_USER_BASE - 1})::bigint as last from waitress.carts where user_id >= ${BENCH_USER_BASE}`
     const carts = await sql<{ id: number; user_id: number }[]>`
       insert into waitress.carts (user_id)
       select g from generate_series(${last + 1}::bigint, ${last + count}::bigint) g

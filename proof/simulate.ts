@@ -48,11 +48,12 @@ request carries a bearer token for the user it acts for.`
 
 class UsageError extends Error {}
 
-function positive(values: Record<string, unknown>, name: string, fallback: number): number {
+function positive(values: Record<string, unknown>, name: string, fallback: number, minimum = 1): number {
   const raw = values[name]
   if (raw === undefined) return fallback
   const value = Number(raw)
-  if (!Number.isInteger(value) || value < 1 || value > 10_000_000) throw new UsageError(`--${name} must be a whole number from 1 up, got "${raw}"`)
+  if (!Number.isInteger(value) || value < minimum || value > 10_000_000)
+    throw new UsageError(`--${name} must be a whole number from ${minimum} up, got "${raw}"`)
   return value
 }
 
@@ -107,7 +108,7 @@ export function parseFlags(argv: string[]): Omit<FlashSaleOptions, 'baseUrl'> & 
     concurrency: positive(values, 'concurrency', 100),
     cancelRate: share(values, 'cancel-rate'),
     expireAfterMs: values.expire === true ? EXPIRY_WAIT_MS : 0,
-    restocks: values.restocks === undefined ? 0 : positive(values, 'restocks', 0),
+    restocks: positive(values, 'restocks', 0, 0),
     seed: values.seed === undefined ? Math.floor(Math.random() * 2 ** 31) : positive(values, 'seed', 1),
     url: url?.replace(/\/+$/, ''),
     databaseUrl: values['database-url'] as string | undefined,

@@ -1,10 +1,11 @@
-import { Elysia } from 'elysia'
-import { swagger } from '@elysiajs/swagger'
+import { Elysia, type AnyElysia } from 'elysia'
 import type { Sql } from './db/client.ts'
 import type { GateStats } from './db/gate.ts'
-import { bearerScheme, createAccess } from './http/access.ts'
+import { createAccess } from './http/access.ts'
 import { jsonBodies } from './http/body.ts'
+import { docsRoutes } from './http/docs.ts'
 import { errorHandler } from './http/errors.ts'
+import { openApiDocument } from './http/openapi.ts'
 import { sqlRateLimiter, type RateLimitOptions } from './http/rate-limit.ts'
 import { OrderPlacer, type OrderPlacerOptions } from './order-placer.ts'
 import { silentLogger, type Logger } from './observability/logger.ts'
@@ -38,6 +39,15 @@ export interface AppOptions {
 
 export const DEFAULT_MAX_BODY_BYTES = 65_536
 
+const INFO = {
+  title: 'Waitress',
+  version: VERSION,
+  description:
+    'Order placement that never oversells. Successes come as { data, meta: { http_status } }, errors as ' +
+    '{ error, code?, details?, meta: { http_status } }. The checkout is one PostgreSQL function, api.place_order; ' +
+    'docs/sql-contract.md has the SQL contract and every refusal code.',
+}
+
 /** The whole HTTP API over one connection pool. Tests drive it with app.handle() or over real HTTP. */
 export function createApp(sql: Sql, options: AppOptions = {}) {
   const logger = options.logger ?? silentLogger()
@@ -52,6 +62,10 @@ export function createApp(sql: Sql, options: AppOptions = {}) {
     rateLimiter: sqlRateLimiter(sql, options.rateLimit ?? { limit: 0, windowSeconds: 60 }),
     clientAddress: options.clientAddress,
   })
+  // The document is built from the whole app, on its first request.
+  let routes: () => AnyElysia = () => {
+    throw new Error('the app is not composed yet')
+  }
   // normalize: false, so that a body field no route schema names (say stock
   // on a cart line) is refused with 400 instead of being dropped in silence.
   const app = new Elysia({ normalize: false })
@@ -59,23 +73,7 @@ export function createApp(sql: Sql, options: AppOptions = {}) {
     .use(errorHandler(logger))
     .use(access.plugin)
     .use(jsonBodies(options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES))
-    .use(
-      swagger({
-        path: '/swagger',
-        exclude: ['/metrics'],
-        documentation: {
-          info: {
-            title: 'Waitress',
-            version: VERSION,
-            description:
-              'Order placement that never oversells. Successes come as { data, meta: { http_status } }, ' +
-              'errors as { error, code?, details?, meta: { http_status } }. The checkout is one PostgreSQL ' +
-              'function, api.place_order; see docs/sql-contract.md for its SQL contract and error codes.',
-          },
-          components: { securitySchemes: { bearerAuth: bearerScheme } },
-        },
-      }),
-    )
+    .use(docsRoutes(access.plugin, { title: 'Waitress API', document: (): unknown => openApiDocument(routes(), { info: INFO, exclude: ['/metrics'] }) }))
     .use(healthRoutes(sql, access.plugin, { accepting: options.accepting ?? (() => true) }))
     .use(metricsRoutes(access.plugin, metrics))
     .use(productRoutes(sql, access.plugin))
@@ -83,6 +81,7 @@ export function createApp(sql: Sql, options: AppOptions = {}) {
     .use(orderRoutes(sql, access.plugin, placer))
     .use(inventoryRoutes(sql, access.plugin))
   access.learn(app)
+  routes = () => app
   return app
 }
 

@@ -8,7 +8,17 @@ import { t, type TSchema } from 'elysia'
 import { Type, type IntegerOptions, type TLiteral } from '@sinclair/typebox'
 import { ORDER_ACTIONS, ORDER_STATES } from './generated/sql.ts'
 
+/**
+ * How the OpenAPI document shows a value whose wire form differs from its
+ * validator's (decimal digits in a path, decoded to a number). Symbol-keyed,
+ * so no validator reads it and JSON.stringify never emits it; only
+ * src/http/openapi.ts does.
+ */
+export const DOCUMENT_AS = Symbol.for('waitress.openapi.documentAs')
+
 export const MAX_ID = Number.MAX_SAFE_INTEGER
+/** The largest id a path or query carries: 15 decimal digits. */
+export const MAX_ID_PARAM = 999_999_999_999_999
 export const MAX_INT4 = 2_147_483_647
 /** Paging of a list: limit defaults to 10 and is at most PAGE_MAX. */
 export const PAGE_MAX = 100
@@ -19,7 +29,7 @@ export const PAGE_MAX = 100
  * A JSON integer, strictly: Elysia's t.Integer also accepts numeric strings,
  * which is right for paths and queries but too lenient for a JSON body.
  */
-export const Int = (options: IntegerOptions & { error?: string }) => Type.Integer(options)
+export const Int = (options: IntegerOptions & { error?: string } = {}) => Type.Integer(options)
 
 /** An id in a JSON body. */
 export const Id = (name: string) => Int({ minimum: 1, maximum: MAX_ID, error: `${name} must be a positive integer id` })
@@ -30,7 +40,13 @@ export const Id = (name: string) => Int({ minimum: 1, maximum: MAX_ID, error: `$
  */
 export const IdParam = (name: string) =>
   t
-    .Transform(t.String({ pattern: '^[1-9][0-9]{0,14}$', error: `${name} must be a positive integer id` }))
+    .Transform(
+      t.String({
+        pattern: '^[1-9][0-9]{0,14}$',
+        error: `${name} must be a positive integer id`,
+        [DOCUMENT_AS]: { type: 'integer', format: 'int64', minimum: 1, maximum: MAX_ID_PARAM, examples: [42] },
+      }),
+    )
     .Decode((value) => Number(value))
     .Encode((value) => String(value))
 
@@ -39,11 +55,18 @@ export const IdParams = t.Object({ id: IdParam('id') })
 /** A count in a query string (limit, offset): decimal digits only, like IdParam, from `minimum` (0 or 1). */
 export const CountParam = (minimum: 0 | 1, error: string, description?: string) =>
   t
-    .Transform(t.String({ pattern: minimum === 0 ? '^(?:0|[1-9][0-9]{0,14})$' : '^[1-9][0-9]{0,14}$', error, description }))
+    .Transform(
+      t.String({
+        pattern: minimum === 0 ? '^(?:0|[1-9][0-9]{0,14})$' : '^[1-9][0-9]{0,14}$',
+        error,
+        description,
+        [DOCUMENT_AS]: { type: 'integer', minimum, maximum: MAX_ID_PARAM },
+      }),
+    )
     .Decode((value) => Number(value))
     .Encode((value) => String(value))
 
-export const Timestamp = t.String({ format: 'date-time' })
+export const Timestamp = t.String({ format: 'date-time', examples: ['2026-11-27T09:00:00.000+00:00'] })
 
 /**
  * One of a fixed set of strings. (Elysia's t.UnionEnum fills an absent
@@ -74,96 +97,96 @@ export const Note = Text({ maxLength: 1000, error: 'note must be a string of at 
 
 export const Product = t.Object(
   {
-    id: t.Integer(),
+    id: Int(),
     name: t.String(),
-    seller_id: t.Integer(),
-    price: t.Integer({ description: 'Unit price in the smallest currency unit.' }),
+    seller_id: Int(),
+    price: Int({ description: 'Unit price in the smallest currency unit.' }),
     active: t.Boolean(),
-    stock: t.Integer({ description: 'Units still for sale; never below zero.' }),
-    weight: t.Integer({ description: 'Unit weight in grams.' }),
+    stock: Int({ description: 'Units still for sale; never below zero.' }),
+    weight: Int({ description: 'Unit weight in grams.' }),
     flash_sale: t.Boolean({ description: 'Flash-sale mode: concurrent checkouts are coalesced into batches.' }),
     created_at: Timestamp,
     updated_at: Timestamp,
   },
-  { title: 'Product' },
+  { title: 'Product', additionalProperties: false },
 )
 
 export const CartItem = t.Object(
   {
-    id: t.Integer(),
-    cart_id: t.Integer(),
-    quantity: t.Integer(),
+    id: Int(),
+    cart_id: Int(),
+    quantity: Int(),
     purchased: t.Boolean(),
     product: Product,
     created_at: Timestamp,
     updated_at: Timestamp,
   },
-  { title: 'CartItem' },
+  { title: 'CartItem', additionalProperties: false },
 )
 
 export const Cart = t.Object(
   {
-    id: t.Integer(),
-    user_id: t.Integer(),
+    id: Int(),
+    user_id: Int(),
     items: t.Array(CartItem, { description: 'Open (unpurchased) lines only.' }),
     created_at: Timestamp,
     updated_at: Timestamp,
   },
-  { title: 'Cart' },
+  { title: 'Cart', additionalProperties: false },
 )
 
 export const OrderItem = t.Object(
   {
-    id: t.Integer(),
-    cart_item_id: t.Integer(),
-    quantity: t.Integer(),
-    price: t.Integer({ description: 'Unit price when sold.' }),
-    weight: t.Integer({ description: 'Unit weight in grams when sold.' }),
+    id: Int(),
+    cart_item_id: Int(),
+    quantity: Int(),
+    price: Int({ description: 'Unit price when sold.' }),
+    weight: Int({ description: 'Unit weight in grams when sold.' }),
     product: Product,
   },
-  { title: 'OrderItem' },
+  { title: 'OrderItem', additionalProperties: false },
 )
 
 export const Order = t.Object(
   {
-    id: t.Integer(),
+    id: Int(),
     code: t.String({ description: 'OS + 2-digit year + id padded to 10 digits, e.g. OS260000000042.' }),
-    buyer_id: t.Integer(),
-    seller_id: t.Integer(),
+    buyer_id: Int(),
+    seller_id: Int(),
     state: OneOf(ORDER_STATES),
-    total_price: t.Integer(),
+    total_price: Int(),
     note: t.Nullable(t.String()),
     items: t.Array(OrderItem),
     paid_at: t.Nullable(Timestamp),
     created_at: Timestamp,
     updated_at: Timestamp,
   },
-  { title: 'Order' },
+  { title: 'Order', additionalProperties: false },
 )
 
 export const StockMovement = t.Object(
   {
-    id: t.Integer(),
-    product_id: t.Integer(),
-    quantity: t.Integer({ description: 'Signed change of stock.' }),
+    id: Int(),
+    product_id: Int(),
+    quantity: Int({ description: 'Signed change of stock.' }),
     reason: OneOf(['initial', 'restock', 'correction', 'sale', 'release']),
-    order_id: t.Nullable(t.Integer()),
+    order_id: t.Nullable(Int()),
     note: t.Nullable(t.String()),
     created_at: Timestamp,
   },
-  { title: 'StockMovement' },
+  { title: 'StockMovement', additionalProperties: false },
 )
 
 export const AuditRow = t.Object(
   {
-    product_id: t.Integer(),
+    product_id: Int(),
     name: t.String(),
-    stock: t.Integer(),
-    ledger_stock: t.Integer({ description: "Sum of the product's stock movements." }),
-    sold_in_ledger: t.Integer({ description: 'Units out to orders per the ledger: sales less releases.' }),
-    sold_in_orders: t.Integer({ description: 'Units in the lines of live orders.' }),
+    stock: Int(),
+    ledger_stock: Int({ description: "Sum of the product's stock movements." }),
+    sold_in_ledger: Int({ description: 'Units out to orders per the ledger: sales less releases.' }),
+    sold_in_orders: Int({ description: 'Units in the lines of live orders.' }),
   },
-  { title: 'AuditDiscrepancy' },
+  { title: 'AuditDiscrepancy', additionalProperties: false },
 )
 
 export const OrderAction = OneOf(ORDER_ACTIONS, { error: `action must be one of ${ORDER_ACTIONS.join(', ')}` })
@@ -184,10 +207,18 @@ export interface Placed {
 
 // ---------------------------------------------------------------- envelopes
 
-export const Meta = t.Object({ http_status: t.Integer({ description: 'The HTTP status, repeated for clients that only see the body.' }) })
+export const Meta = t.Object(
+  { http_status: Int({ description: 'The HTTP status, repeated for clients that only see the body.', examples: [200] }) },
+  { title: 'Meta', additionalProperties: false },
+)
 
-/** Every success: `{ data, meta: { http_status } }`. */
-export const Envelope = <T extends TSchema>(data: T) => t.Object({ data, meta: Meta })
+/**
+ * Every success: `{ data, meta: { http_status } }`. additionalProperties is
+ * explicit on every top-level schema: Elysia sets it, in place, on those that
+ * lack it when it first compiles their validator, which would change the
+ * OpenAPI document after the first request to a route.
+ */
+export const Envelope = <T extends TSchema>(data: T) => t.Object({ data, meta: Meta }, { additionalProperties: false })
 
 /** Every error: `{ error, meta: { http_status } }`, plus the code and its details for a refusal. */
 export const ErrorEnvelope = t.Object(
@@ -197,7 +228,11 @@ export const ErrorEnvelope = t.Object(
     details: t.Optional(t.Unknown({ description: 'Machine-readable details of a refusal, e.g. { shortages: [...] }.' })),
     meta: Meta,
   },
-  { title: 'ErrorEnvelope' },
+  {
+    title: 'ErrorEnvelope',
+    additionalProperties: false,
+    description: 'Every error: { error, meta: { http_status } }, plus code and details for a refusal.',
+  },
 )
 
 export type ErrorEnvelope = typeof ErrorEnvelope.static

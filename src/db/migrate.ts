@@ -4,6 +4,13 @@ import { createSql } from './client.ts'
 
 export const MIGRATIONS_DIR = resolve(import.meta.dir, '../../db/migrations')
 
+/**
+ * dbmate's own table, named with its schema: with the default search_path
+ * ("$user", public) a login named waitress would otherwise find it in the
+ * private schema of the same name.
+ */
+export const MIGRATIONS_TABLE = 'public.schema_migrations'
+
 // Any constant shared by every Waitress process; it only has to be stable.
 const MIGRATION_LOCK_KEY = 7_261_127
 
@@ -25,7 +32,7 @@ export async function migrate(databaseUrl: string): Promise<void> {
 
 async function dbmate(databaseUrl: string, command: string, options: { ignoreFailure?: boolean } = {}) {
   const child = Bun.spawn(
-    [resolveBinary(), '--url', databaseUrl, '--migrations-dir', MIGRATIONS_DIR, '--no-dump-schema', command],
+    [resolveBinary(), '--url', databaseUrl, '--migrations-dir', MIGRATIONS_DIR, '--migrations-table', MIGRATIONS_TABLE, '--no-dump-schema', command],
     { stdout: 'pipe', stderr: 'pipe' },
   )
   const [exitCode, stdout, stderr] = await Promise.all([

@@ -156,9 +156,7 @@ export function createAccess(options: AccessOptions) {
     /** Reads every route's declared level; a route that declares none is a bug caught at start. */
     learn(app: { routes: { method: string; path: string; hooks?: { detail?: Record<string, unknown> } }[] }) {
       routes = app.routes.map((route) => {
-        // The docs page and its JSON document (the swagger plugin's hidden routes) are for anyone.
-        const docs = route.path === '/swagger' || route.path.startsWith('/swagger/')
-        const level = (route.hooks?.detail?.['x-access'] ?? (docs ? 'probe' : undefined)) as Access | undefined
+        const level = route.hooks?.detail?.['x-access'] as Access | undefined
         if (!level || !ACCESS_LEVELS.includes(level)) throw new Error(`route ${route.method} ${route.path} declares no access level`)
         return { method: route.method, pattern: pathPattern(route.path), level }
       })

@@ -59,12 +59,17 @@ function fromPostgres(error: postgres.PostgresError): Response | undefined {
   const status = statusForSqlstate(error.code)
   if (status === 503) return unavailable()
   if (status === 500) return undefined
-  const message = error.code.startsWith('WA')
-    ? error.message
-    : error.constraint_name
-      ? `refused by the database rule ${error.constraint_name}`
-      : error.message
-  return respond(errorBody(status, message, { code: error.code, details: parseDetail(error.detail) }))
+  // A refusal of ours carries a JSON DETAIL meant for the caller. PostgreSQL's
+  // own DETAIL can quote the whole row ("Failing row contains …"): only the
+  // name of the rule it broke goes out.
+  if (error.code.startsWith('WA')) return respond(errorBody(status, error.message, { code: error.code, details: parseDetail(error.detail) }))
+  const rule = error.constraint_name
+  return respond(
+    errorBody(status, rule ? `refused by the database rule ${rule}` : error.message, {
+      code: error.code,
+      ...(rule ? { details: { constraint: rule } } : {}),
+    }),
+  )
 }
 
 function unavailable(): Response {

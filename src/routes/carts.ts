@@ -2,7 +2,7 @@ import { Elysia, t } from 'elysia'
 import type { Sql } from '../db/client.ts'
 import type { OrderPlacer } from '../order-placer.ts'
 import { actingAs, userScope, type AccessPlugin } from '../http/access.ts'
-import { failures, IdempotencyHeaders, markReplay, ok } from '../http/envelope.ts'
+import { failures, IdempotencyHeaders, markReplay, ok, replayable } from '../http/envelope.ts'
 import { Cart, CartItem, Envelope, Id, IdParam, IdParams, Int, MAX_INT4, Note, Order } from '../models.ts'
 
 const NewCartItem = t.Object(
@@ -72,7 +72,7 @@ export const cartRoutes = (sql: Sql, access: AccessPlugin, placer: OrderPlacer) 
         params: IdParams,
         headers: IdempotencyHeaders,
         body: CheckoutBody,
-        response: { 201: Envelope(t.Array(Order)), ...failures('user', 400, 404, 409, 413, 415, 422) },
+        response: { 201: replayable(Envelope(t.Array(Order))), ...failures('user', 400, 404, 409, 413, 415, 422) },
         detail: {
           summary: 'Check out the whole cart: one order per seller',
           description:

@@ -4,7 +4,7 @@ import type { AccessPlugin } from '../http/access.ts'
 import { failures, ok } from '../http/envelope.ts'
 import { ApiError } from '../http/errors.ts'
 import { MIGRATIONS } from '../generated/sql.ts'
-import { Envelope } from '../models.ts'
+import { Envelope, Int } from '../models.ts'
 
 /** Liveness and readiness, for probes: no token, not rate-limited. */
 export const healthRoutes = (sql: Sql, access: AccessPlugin, lifecycle: { accepting: () => boolean }) =>
@@ -18,15 +18,15 @@ export const healthRoutes = (sql: Sql, access: AccessPlugin, lifecycle: { accept
     .get(
       '/readyz',
       async () => {
-        if (!lifecycle.accepting()) throw new ApiError(503, 'shutting down')
+        if (!lifecycle.accepting()) throw new ApiError(503, 'shutting down', { 'retry-after': '1' })
         const applied = new Set((await sql<{ version: string }[]>`select api.applied_migrations() as version`).map((row) => row.version))
         const pending = MIGRATIONS.filter((version) => !applied.has(version))
-        if (pending.length > 0) throw new ApiError(503, `migrations not applied: ${pending.join(', ')}`)
+        if (pending.length > 0) throw new ApiError(503, `migrations not applied: ${pending.join(', ')}`, { 'retry-after': '5' })
         return ok(200, { status: 'ready' as const, migrations: MIGRATIONS.length })
       },
       {
         access: 'probe',
-        response: { 200: Envelope(t.Object({ status: t.Literal('ready'), migrations: t.Integer() })), ...failures('probe', 503) },
+        response: { 200: Envelope(t.Object({ status: t.Literal('ready'), migrations: Int() })), ...failures('probe', 503) },
         detail: { summary: 'Readiness: the database answers and every migration is applied (503 otherwise)' },
       },
     )

@@ -2,7 +2,7 @@ import { Elysia, t } from 'elysia'
 import type { Sql } from '../db/client.ts'
 import type { OrderPlacer } from '../order-placer.ts'
 import { actingAs, userScope, type AccessPlugin } from '../http/access.ts'
-import { failures, IdempotencyHeaders, markReplay, ok } from '../http/envelope.ts'
+import { failures, IdempotencyHeaders, markReplay, ok, replayable } from '../http/envelope.ts'
 import { ORDER_ACTION_RULES, ORDER_STATES } from '../generated/sql.ts'
 import { Envelope, Id, IdParam, IdParams, Note, OneOf, Order, OrderAction, Page, pageLimit } from '../models.ts'
 
@@ -50,7 +50,7 @@ export const orderRoutes = (sql: Sql, access: AccessPlugin, placer: OrderPlacer)
         access: 'user',
         headers: IdempotencyHeaders,
         body: NewOrder,
-        response: { 201: Envelope(Order), ...failures('user', 400, 403, 409, 413, 415, 422) },
+        response: { 201: replayable(Envelope(Order)), ...failures('user', 400, 403, 409, 413, 415, 422) },
         detail: {
           summary: "Order some items of the buyer's cart, all from one seller",
           description:
@@ -111,7 +111,7 @@ export const orderRoutes = (sql: Sql, access: AccessPlugin, placer: OrderPlacer)
         access: 'user',
         params: t.Object({ id: IdParam('id'), action: OrderAction }),
         headers: IdempotencyHeaders,
-        response: { 200: Envelope(Order), ...failures('user', 400, 403, 404, 409) },
+        response: { 200: replayable(Envelope(Order)), ...failures('user', 400, 403, 404, 409) },
         detail: {
           summary: 'Move an order through its lifecycle',
           description:

@@ -118,7 +118,7 @@ describe('the API envelope', () => {
       ].sort(),
     )
     const created = spec.paths['/carts/{id}/checkout'].post.responses
-    expect(Object.keys(created).sort()).toEqual(['201', '400', '401', '404', '409', '413', '415', '422', '429', '503'])
+    expect(Object.keys(created).sort()).toEqual(['201', '400', '401', '404', '409', '413', '415', '422', '429', '500', '503'])
     const errorSchema = JSON.stringify(created['422'])
     expect(errorSchema).toContain('http_status')
     expect(errorSchema).toContain('"error"')

@@ -35,7 +35,7 @@ async function someoneWaitsOnLock(fragment: string) {
   }
 }
 
-describe('place_order_idempotent', () => {
+describe('api.place_order with an idempotency key', () => {
   it('checks out once; the same key and parameters return the recorded response and order nothing more', async () => {
     const cart = await cartWithLine()
     const key = newKey()
@@ -163,7 +163,7 @@ describe('place_order_idempotent', () => {
   })
 })
 
-describe('place_buyer_order_idempotent', () => {
+describe('api.place_buyer_order with an idempotency key', () => {
   it('orders once per key and items, and refuses the key for other items (WA101)', async () => {
     const cart = await cartWithLine()
     const other = await addItem(sql, cart.id, (await createProduct(sql)).id, 1)
@@ -177,7 +177,7 @@ describe('place_buyer_order_idempotent', () => {
     expect(await ordersOf(cart.user_id)).toBe(1)
   })
 
-  it('works without a key exactly like place_buyer_order', async () => {
+  it('works without a key exactly as without idempotency', async () => {
     const cart = await cartWithLine()
     const [result] = await api`select r->'orders'->0 as data, (r->>'replayed')::boolean as replayed from api.place_buyer_order(${cart.user_id}, ${[cart.line]}::bigint[]) r`
     expect(result).toMatchObject({ replayed: false, data: { buyer_id: cart.user_id } })
