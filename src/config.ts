@@ -76,7 +76,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (production && authJwtSecret === undefined)
     throw new ConfigError('NODE_ENV=production requires AUTH_JWT_SECRET: without it anyone may act as any buyer')
   if (production && env.DATABASE_URL && !env.APP_DATABASE_URL)
-    throw new ConfigError('NODE_ENV=production with DATABASE_URL requires APP_DATABASE_URL, the waitress_app login (see README)')
+    throw new ConfigError('NODE_ENV=production with DATABASE_URL requires APP_DATABASE_URL, the waitress_app login (docs/operations.md, "Least privilege")')
   return {
     port: integer(env, 'PORT', 8080, 0, 65535),
     host: env.HOST || '0.0.0.0',

@@ -13,8 +13,8 @@ export const randomPassword = () => randomBytes(24).toString('base64url')
  * CREATEROLE, …), INHERIT, and a member of waitress_api only, so every right
  * it has comes from waitress_api: execute the API functions, read the tables.
  * It is not a member of the owner, so no SET ROLE or RESET ROLE leads there.
- * Returns ownerUrl with this login's name and password. The README's
- * "An external PostgreSQL" section has the same statements for an operator.
+ * Returns ownerUrl with this login's name and password. docs/operations.md
+ * ("Least privilege") has the same statements for an operator.
  */
 export async function ensureAppLogin(ownerUrl: string, password: string, login = APP_LOGIN): Promise<string> {
   const sql = createSql(ownerUrl, { max: 1 })

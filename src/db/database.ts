@@ -29,7 +29,7 @@ export async function openDatabase(config: Config, log: (line: string) => void =
       description: redact(config.databaseUrl),
       appLogin: config.appDatabaseUrl
         ? `APP_DATABASE_URL (${redact(appUrl)})`
-        : 'DATABASE_URL with SET ROLE only: RESET ROLE would regain its rights; set APP_DATABASE_URL (see README)',
+        : 'DATABASE_URL with SET ROLE only: RESET ROLE would regain its rights; set APP_DATABASE_URL (docs/operations.md, "Least privilege")',
       close: async () => {},
     }
   } else {
