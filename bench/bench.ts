@@ -1,5 +1,5 @@
 /**
- * `npm run bench`: the hot-product benchmark of issue 7.
+ * `npm run bench`: the hot-product benchmark.
  *
  * Starts a throwaway PostgreSQL (or uses DATABASE_URL), migrates it, starts
  * the service as its own process, creates products and buyers, then runs
@@ -203,7 +203,7 @@ export async function main(args: string[]): Promise<void> {
       children,
       cellCount: 0,
     }
-    if (settings.sync !== 'on') log(`warning: synchronous_commit is ${settings.sync}; the issue's numbers are with it on`)
+    if (settings.sync !== 'on') log(`warning: synchronous_commit is ${settings.sync}; the targets are measured with it on`)
 
     // The plan: for each repeat, each concurrency, each scenario, every mode in turn (rotated per repeat).
     const plan: { repeat: number; concurrency: number; scenario: Scenario; mode: Mode }[] = []

@@ -1,6 +1,6 @@
 /**
  * From cells to docs/benchmarks.md: medians over repeats, the tables, the
- * issue's target ratios with met / not met, and how it was measured.
+ * target ratios with met / not met, and how it was measured.
  */
 import { median } from './stats'
 import { MODE_INFO, SCENARIO_INFO, type LoadResult, type Mode, type Scenario } from './types'
@@ -132,7 +132,7 @@ function find(aggregates: Aggregate[], scenario: Scenario, mode: Mode, concurren
   return aggregates.find((a) => a.scenario === scenario && a.mode === mode && a.concurrency === concurrency)
 }
 
-/** The issue's targets, from the medians. They name 10 and 256 buyers; a run without them uses its lowest and highest. */
+/** The targets, from the medians. They name 10 and 256 buyers; a run without them uses its lowest and highest. */
 export function targets(aggregates: Aggregate[], options: Pick<Options, 'concurrency' | 'scenarios'>, flashSale: boolean): Target[] {
   const low = options.concurrency.includes(10) ? 10 : Math.min(...options.concurrency)
   const high = options.concurrency.includes(256) ? 256 : Math.max(...options.concurrency)
@@ -268,7 +268,7 @@ export function renderMarkdown(input: {
 
   push(`![orders/s against concurrent buyers, one line per mode](${input.chartFile})`, '')
 
-  push('## Targets of issue 7', '', '| # | scenario | target | measured | verdict |', '| --- | --- | --- | --- | --- |')
+  push('## Targets', '', '| # | scenario | target | measured | verdict |', '| --- | --- | --- | --- | --- |')
   for (const t of input.targets)
     push(`| ${t.id} | ${SCENARIO_INFO[t.scenario].title.toLowerCase()} | ${t.what} | ${t.measured}${t.note ? ` (${t.note})` : ''} | ${verdict(t.met)} |`)
   push('')

@@ -7,9 +7,10 @@
 import { createSql } from '../src/db/client.ts'
 import { createApp } from '../src/app.ts'
 
-const response = await createApp(createSql('postgres://nobody@127.0.0.1:1/none')).handle(new Request('http://localhost/swagger/json'))
+const sql = createSql('postgres://nobody@127.0.0.1:1/none')
+const response = await createApp(sql).handle(new Request('http://localhost/swagger/json'))
 if (response.status !== 200) throw new Error(`/swagger/json answered ${response.status}: ${await response.text()}`)
 const document = JSON.stringify(await response.json(), null, 2) + '\n'
 if (process.argv[2]) await Bun.write(process.argv[2], document)
-else process.stdout.write(document)
-process.exit(0)
+else console.log(document.trimEnd())
+await sql.end()

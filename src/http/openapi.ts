@@ -3,6 +3,7 @@ import { OptionalKind } from '@sinclair/typebox'
 import { toOpenAPISchema } from '@elysiajs/openapi'
 import { DOCUMENT_AS } from '../models.ts'
 import { ACCESS_TEXT, bearerScheme, type Access } from './access.ts'
+import { REFUSALS } from '../generated/sql.ts'
 
 /**
  * The OpenAPI document of the API, generated from the same TypeBox schemas
@@ -101,13 +102,21 @@ export function openApiDocument(app: AnyElysia, options: DocumentOptions): Json 
 
   const document: Json = {
     openapi: OPENAPI_VERSION,
-    info: options.info,
+    info: { ...options.info, description: [options.info.description, codeTable()].filter(Boolean).join('\n\n') },
     servers: [{ url: '/', description: 'This service' }],
     tags: TAGS,
     paths: generated.paths,
     components: { securitySchemes: { bearerAuth: bearerScheme }, schemas: {} },
   }
   return finish(document, optionalBodies)
+}
+
+/** The codes an error envelope's `code` can hold, from the one table in SQL (waitress.refusals, generated). */
+function codeTable(): string {
+  const rows = Object.entries(REFUSALS)
+    .sort(([a, x], [b, y]) => Number(x.source !== 'waitress') - Number(y.source !== 'waitress') || a.localeCompare(b))
+    .map(([code, r]) => `| \`${code}\` | ${r.status} | ${r.title} |`)
+  return ['### Codes', '', '| code | HTTP | meaning |', '| --- | --- | --- |', ...rows].join('\n')
 }
 
 const METHODS = ['get', 'put', 'post', 'delete', 'patch', 'head', 'options', 'trace']

@@ -71,6 +71,17 @@ describe('Eden Treaty over the App type', () => {
     expect(body.meta.http_status).toBe(422)
   })
 
+  it("types the README's example: a checkout with an Idempotency-Key, its refusal codes and its orders", async () => {
+    const placed = await api.carts({ id: 987654321 }).checkout.post({ note: 'gift' }, { headers: { 'idempotency-key': crypto.randomUUID() } })
+    if (!placed.error) throw new Error('expected a refusal: the cart does not exist')
+    assertType<Equal<typeof placed.error.status, 400 | 401 | 404 | 409 | 413 | 415 | 422 | 429 | 500 | 503>>()
+    expect(placed.error.status).toBe(404)
+    if (placed.error.status === 404) expect(placed.error.value.code).toBe('WA001')
+    type Reply = Awaited<ReturnType<ReturnType<typeof api.carts>['checkout']['post']>>
+    const typed = (ok: NonNullable<Reply['data']>) => ok.data.map((order) => [order.code, order.total_price] as const)
+    assertType<Equal<ReturnType<typeof typed>, (readonly [string, number])[]>>()
+  })
+
   it('refuses at compile time what the server would refuse at run time', () => {
     // Each call is type-checked only (never run): tsc fails if an error below goes away.
     const unused = () => {

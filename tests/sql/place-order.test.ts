@@ -1,22 +1,12 @@
 import { describe, expect, it } from 'bun:test'
+import type { Order } from '../../src/models.ts'
 import { testSql } from '../support/db.ts'
 import { addItem, cartFor, createProduct, newUserId, refusal, stockOf } from '../support/fixtures.ts'
 
 const sql = testSql()
 
-type OrderDoc = {
-  id: number
-  code: string
-  buyer_id: number
-  seller_id: number
-  state: string
-  total_price: number
-  note: string | null
-  items: { id: number; cart_item_id: number; quantity: number; price: number; weight: number; product: { id: number } }[]
-}
-
 const placeOrder = async (cartId: number, itemIds: number[] | null = null, note: string | null = null) =>
-  (await sql<{ order: OrderDoc }[]>`select o as order from jsonb_array_elements(api.place_order(${cartId}, ${itemIds}::bigint[], ${note})->'orders') o`).map(
+  (await sql<{ order: Order }[]>`select o as order from jsonb_array_elements(api.place_order(${cartId}, ${itemIds}::bigint[], ${note})->'orders') o`).map(
     (row) => row.order,
   )
 
