@@ -4,8 +4,14 @@ import { ApiError } from './errors.ts'
 /** application/json or any application/…+json, in any case, in UTF-8 (the only charset JSON has). */
 const JSON_MEDIA_TYPE = /^application\/(?:[\w.-]+\+)?json$/i
 
+/**
+ * Whether a body may be read as JSON. No Content-Type at all counts as JSON:
+ * clients written for the original service send their JSON bodies without one
+ * (Go's net/http adds none), and the original service read them. A type that
+ * is present must be JSON's, in UTF-8.
+ */
 function isJson(contentType: string | null): boolean {
-  if (!contentType) return false
+  if (contentType === null || contentType.trim() === '') return true
   const [mediaType, ...parameters] = contentType.split(';').map((part) => part.trim())
   if (!JSON_MEDIA_TYPE.test(mediaType)) return false
   return parameters.every((parameter) => {
@@ -47,7 +53,8 @@ async function readCapped(body: ReadableStream<Uint8Array>, maxBytes: number): P
  * and silently drop malformed JSON sent to a route whose body is optional.
  *
  * - larger than maxBytes (declared or actually sent): 413;
- * - a non-empty body that is not declared as JSON: 415;
+ * - a non-empty body declared as something else than JSON (text/plain,
+ *   multipart/form-data, …): 415; no Content-Type at all is read as JSON;
  * - not UTF-8, not JSON, or JSON but not an object: 400;
  * - no body, or an empty one: `{}`, which the route's schema then judges.
  */
@@ -73,4 +80,5 @@ export const jsonBodies = (maxBytes: number) =>
     return value
   })
 
-const unsupported = () => new ApiError(415, 'send the request body as JSON, with content-type: application/json')
+const unsupported = () =>
+  new ApiError(415, 'send the request body as JSON: with content-type: application/json, or with no content-type at all')
