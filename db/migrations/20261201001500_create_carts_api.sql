@@ -85,7 +85,117 @@ comment on function api.add_cart_item(bigint, bigint, integer, bigint) is
   'that line. WA001 unknown cart (or another user''s), WA002 unknown product, WA003 not for sale, WA004 a line '
   'above current stock, 22023 quantity below 1.';
 
+-- A line to change or remove: its cart's row lock first (as every cart change
+-- and every checkout takes it), then the line itself. A line's cart never
+-- changes, so reading it unlocked to find the cart is safe; whether it is
+-- purchased is read only once the cart is locked, so it cannot change under
+-- us. Ownership comes first: another user's line is WA012 whatever its state.
+create function waitress.lock_open_cart_item(p_cart_item_id bigint, p_user_id bigint) returns waitress.cart_items
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_cart_id bigint;
+  v_item waitress.cart_items;
+  v_order_id bigint;
+begin
+  select ci.cart_id into v_cart_id from waitress.cart_items ci where ci.id = p_cart_item_id;
+  if found then
+    perform from waitress.carts c
+     where c.id = v_cart_id and (p_user_id is null or c.user_id = p_user_id)
+       for no key update;
+  end if;
+  if not found then
+    perform waitress.refuse('WA012', format('cart item %s not found', p_cart_item_id),
+                            jsonb_build_object('cart_item_id', p_cart_item_id));
+  end if;
+
+  -- Removed by a request that held the cart's lock before us: gone now.
+  select * into v_item from waitress.cart_items ci where ci.id = p_cart_item_id for update;
+  if not found then
+    perform waitress.refuse('WA012', format('cart item %s not found', p_cart_item_id),
+                            jsonb_build_object('cart_item_id', p_cart_item_id));
+  end if;
+  if v_item.purchased then
+    select oi.order_id into v_order_id from waitress.order_items oi where oi.cart_item_id = p_cart_item_id;
+    perform waitress.refuse('WA013',
+      format('cart item %s was purchased%s: it can no longer be changed or removed', p_cart_item_id,
+             coalesce(format(' (order %s)', v_order_id), '')),
+      jsonb_build_object('cart_item_id', p_cart_item_id, 'order_id', v_order_id));
+  end if;
+  return v_item;
+end
+$$;
+
+comment on function waitress.lock_open_cart_item(bigint, bigint) is
+  'Internal: locks a cart item''s cart, then the item, and returns it; WA012 when there is none or it is in '
+  'another user''s cart (p_user_id; null: anyone''s), WA013 when it was purchased.';
+
+create function api.update_cart_item(p_cart_item_id bigint, p_quantity integer, p_user_id bigint default null)
+returns jsonb
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_item waitress.cart_items;
+  v_product waitress.products;
+begin
+  if p_quantity is null or p_quantity < 1 then
+    raise exception using errcode = '22023',
+      message = format('quantity must be at least 1, got %s', coalesce(p_quantity::text, 'null')),
+      hint = 'To take a line out of the cart, remove it (DELETE /carts/items/:id, api.remove_cart_item).';
+  end if;
+
+  v_item := waitress.lock_open_cart_item(p_cart_item_id, p_user_id);
+
+  -- Not locked, as when adding: a courtesy check. The guarantee is made at checkout.
+  select * into strict v_product from waitress.products where id = v_item.product_id;
+  if not v_product.active or v_product.price = 0 then
+    perform waitress.refuse('WA003', format('product "%s" (id %s) is not for sale', v_product.name, v_product.id),
+                            jsonb_build_object('product_ids', jsonb_build_array(v_product.id)));
+  end if;
+  if p_quantity > v_product.stock then
+    perform waitress.refuse('WA004',
+      format('insufficient stock for product "%s" (id %s): requested %s, available %s',
+             v_product.name, v_product.id, p_quantity, v_product.stock),
+      jsonb_build_object('shortages', jsonb_build_array(jsonb_build_object(
+        'product_id', v_product.id, 'name', v_product.name, 'requested', p_quantity, 'available', v_product.stock))));
+  end if;
+
+  update waitress.cart_items set quantity = p_quantity where id = p_cart_item_id returning * into v_item;
+  return waitress.cart_item_json(v_item);
+end
+$$;
+
+comment on function api.update_cart_item(bigint, integer, bigint) is
+  'Sets the quantity of an open cart line and returns the CartItem. p_user_id: the user acting (another user''s '
+  'line is WA012); null acts for anyone. WA012 unknown line, WA013 a purchased line, WA003 a product no longer for '
+  'sale, WA004 a quantity above current stock, 22023 a quantity below 1 (remove the line instead).';
+
+create function api.remove_cart_item(p_cart_item_id bigint, p_user_id bigint default null)
+returns jsonb
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_item waitress.cart_items;
+begin
+  v_item := waitress.lock_open_cart_item(p_cart_item_id, p_user_id);
+  delete from waitress.cart_items where id = p_cart_item_id;
+  return waitress.cart_json((select c from waitress.carts c where c.id = v_item.cart_id));
+end
+$$;
+
+comment on function api.remove_cart_item(bigint, bigint) is
+  'Removes an open line from its cart and returns the Cart without it. p_user_id: the user acting (another user''s '
+  'line is WA012); null acts for anyone. WA012 unknown line, WA013 a purchased line.';
+
 -- migrate:down
 set local role waitress_owner;
+drop function if exists api.remove_cart_item(bigint, bigint);
+drop function if exists api.update_cart_item(bigint, integer, bigint);
+drop function if exists waitress.lock_open_cart_item(bigint, bigint);
 drop function if exists api.add_cart_item(bigint, bigint, integer, bigint);
 drop function if exists api.cart_for_user(bigint);

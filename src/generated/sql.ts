@@ -14,6 +14,8 @@ export const REFUSALS = {
   "WA009": { status: 409, source: "waitress", title: "order in the wrong state" },
   "WA010": { status: 422, source: "waitress", title: "correction below zero" },
   "WA011": { status: 403, source: "waitress", title: "the other party's action" },
+  "WA012": { status: 404, source: "waitress", title: "cart item not found" },
+  "WA013": { status: 409, source: "waitress", title: "cart item already purchased" },
   "WA101": { status: 422, source: "waitress", title: "idempotency key reused" },
   "WA102": { status: 409, source: "waitress", title: "idempotent request in progress" },
   "22001": { status: 422, source: "postgresql", title: "string too long" },

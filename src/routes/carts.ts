@@ -14,6 +14,17 @@ const NewCartItem = t.Object(
   { additionalProperties: false },
 )
 
+const CartItemChange = t.Object(
+  {
+    quantity: Int({
+      minimum: 1,
+      maximum: MAX_INT4,
+      error: `quantity must be a whole number from 1 to ${MAX_INT4}; to take the line out of the cart, DELETE it`,
+    }),
+  },
+  { additionalProperties: false },
+)
+
 const CheckoutBody = t.Optional(t.Object({ note: t.Optional(Note) }, { additionalProperties: false }))
 
 /** Carts and their checkout: each route is one call of an api function. */
@@ -54,6 +65,45 @@ export const cartRoutes = (sql: Sql, access: AccessPlugin, placer: OrderPlacer) 
             'A product already on an open line of the cart adds to that line. The stock check here is a ' +
             'courtesy; the guarantee is made at checkout. 404 for an unknown cart or product (WA001, WA002), and ' +
             "for another user's cart; 422 for a product not for sale (WA003) or a line above the current stock (WA004).",
+        },
+      },
+    )
+    .patch(
+      '/items/:id',
+      async ({ params, body, actor }) => {
+        const [row] = await sql`select api.update_cart_item(${params.id}, ${body.quantity}, ${userScope(actor)}) as item`
+        return ok(200, row.item as CartItem)
+      },
+      {
+        access: 'user',
+        params: IdParams,
+        body: CartItemChange,
+        response: { 200: Envelope(CartItem), ...failures('user', 400, 404, 409, 413, 415, 422) },
+        detail: {
+          summary: "Change the quantity of a line of the user's cart",
+          description:
+            'Sets the quantity (1 or more: to take a line out, DELETE it). 404 for an unknown line and for a line in ' +
+            "another user's cart (WA012); 409 for a line a checkout already bought (WA013); 422 for a product no " +
+            'longer for sale (WA003) or a quantity above the current stock (WA004). Takes the cart\'s lock, as a ' +
+            'checkout does: a checkout buys the quantity from before or after the change, never a mix.',
+        },
+      },
+    )
+    .delete(
+      '/items/:id',
+      async ({ params, actor }) => {
+        const [row] = await sql`select api.remove_cart_item(${params.id}, ${userScope(actor)}) as cart`
+        return ok(200, row.cart as Cart)
+      },
+      {
+        access: 'user',
+        params: IdParams,
+        response: { 200: Envelope(Cart), ...failures('user', 400, 404, 409) },
+        detail: {
+          summary: "Remove a line from the user's cart",
+          description:
+            "Answers with the cart without the line. 404 for an unknown line and for a line in another user's cart " +
+            '(WA012); 409 for a line a checkout already bought (WA013).',
         },
       },
     )

@@ -102,6 +102,7 @@ describe('the API envelope', () => {
       [
         '/carts',
         '/carts/items',
+        '/carts/items/{id}',
         '/carts/{id}/checkout',
         '/healthz',
         '/inventory/audit',
