@@ -12,6 +12,8 @@ const secured = createApp(apiSql(), { authJwtSecret: TEST_SECRET, orderPlacer: {
   port: 0,
   hostname: '127.0.0.1',
 })
+const openPort = open.server!.port!
+const securedPort = secured.server!.port!
 afterAll(async () => {
   await open.stop(true)
   await secured.stop(true)
@@ -26,7 +28,7 @@ const goClient = (port: number, auth: Record<string, string> = {}) => ({
 
 describe('a client that sends JSON bodies with no Content-Type (as Go net/http does)', () => {
   it('creates a product, fills a cart, orders, checks out and pays, as with the original service', async () => {
-    const client = goClient(open.server!.port)
+    const client = goClient(openPort)
     const sellerId = newUserId()
     const buyerId = newUserId()
 
@@ -61,17 +63,17 @@ describe('a client that sends JSON bodies with no Content-Type (as Go net/http d
 
   it('works with authentication on too', async () => {
     const sellerId = newUserId()
-    const client = goClient(secured.server!.port, await bearer(sellerId))
+    const client = goClient(securedPort, await bearer(sellerId))
     const product = await client.post('/products', { name: 'Toraja', price: 700, stock: 3, weight: 100 })
     expect(product.status).toBe(201)
     expect(product.body.data.seller_id).toBe(sellerId)
   })
 
   it('refuses malformed JSON with 400 in the envelope, and changes nothing', async () => {
-    const client = goClient(open.server!.port)
+    const client = goClient(openPort)
     const product = await createProduct(sql, { stock: 4 })
     for (const raw of ['{"quantity":', 'quantity=1', '[1]', '"text"']) {
-      const reply = await rawRequest(open.server!.port, 'POST', `/products/${product.id}/restock`, raw)
+      const reply = await rawRequest(openPort, 'POST', `/products/${product.id}/restock`, raw)
       expect({ raw, status: reply.status }).toEqual({ raw, status: 400 })
       expect(reply.headers['content-type']).toStartWith('application/json')
       expect(reply.body.meta.http_status).toBe(400)
@@ -99,7 +101,7 @@ describe('a client that declares a Content-Type', () => {
 
   it('is read as JSON for application/json with or without charset=utf-8, and for application/*+json', async () => {
     for (const type of ['application/json', 'application/json; charset=utf-8', 'Application/JSON;charset="UTF-8"', 'application/vnd.api+json', 'application/merge-patch+json']) {
-      const reply = await rawRequest(open.server!.port, 'POST', '/products', body(), { 'Content-Type': type })
+      const reply = await rawRequest(openPort, 'POST', '/products', body(), { 'Content-Type': type })
       expect({ type, status: reply.status }).toEqual({ type, status: 201 })
     }
   })
@@ -108,7 +110,7 @@ describe('a client that declares a Content-Type', () => {
     const name = `refused-${crypto.randomUUID()}`
     const json = JSON.stringify({ name, seller_id: newUserId(), price: 1, stock: 1, weight: 1 })
     for (const type of ['text/plain', 'text/plain; charset=utf-8', 'multipart/form-data; boundary=x', 'application/x-www-form-urlencoded', 'application/xml', 'application/json; charset=latin1', 'application/jsonx']) {
-      const reply = await rawRequest(open.server!.port, 'POST', '/products', json, { 'Content-Type': type })
+      const reply = await rawRequest(openPort, 'POST', '/products', json, { 'Content-Type': type })
       expect({ type, status: reply.status }).toEqual({ type, status: 415 })
       expectErrorEnvelope({ status: reply.status, body: reply.body, headers: new Headers() }, 415)
     }
@@ -117,7 +119,7 @@ describe('a client that declares a Content-Type', () => {
   })
 
   it('with an explicit type still gets 400 for malformed JSON', async () => {
-    const reply = await rawRequest(open.server!.port, 'POST', '/products', '{"name":', { 'Content-Type': 'application/json' })
+    const reply = await rawRequest(openPort, 'POST', '/products', '{"name":', { 'Content-Type': 'application/json' })
     expectErrorEnvelope({ status: reply.status, body: reply.body, headers: new Headers() }, 400)
   })
 })

@@ -29,7 +29,7 @@ export function rawRequest(
     const chunks: Buffer[] = []
     // write, not end: a half-closed socket may be dropped before the response is sent.
     socket.on('connect', () => socket.write(bytes ? Buffer.concat([head, bytes]) : head))
-    socket.on('data', (chunk) => chunks.push(chunk))
+    socket.on('data', (chunk: Buffer) => chunks.push(chunk))
     socket.on('error', reject)
     socket.on('close', () => {
       try {
