@@ -35,6 +35,8 @@ export interface AppOptions {
   accepting?: () => boolean
   /** The client's address, for the rate limit of requests without a token. */
   clientAddress?: (request: Request, server: unknown) => string | undefined
+  /** METRICS_TOKEN: when set, GET /metrics needs `Authorization: Bearer <it>`; else /metrics is open like the other probes. */
+  metricsToken?: string
 }
 
 export const DEFAULT_MAX_BODY_BYTES = 65_536
@@ -75,7 +77,7 @@ export function createApp(sql: Sql, options: AppOptions = {}) {
     .use(jsonBodies(options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES))
     .use(docsRoutes(access.plugin, { title: 'Waitress API', document: (): unknown => openApiDocument(routes(), { info: INFO, exclude: ['/metrics'] }) }))
     .use(healthRoutes(sql, access.plugin, { accepting: options.accepting ?? (() => true) }))
-    .use(metricsRoutes(access.plugin, metrics))
+    .use(metricsRoutes(access.plugin, metrics, options.metricsToken))
     .use(productRoutes(sql, access.plugin))
     .use(cartRoutes(sql, access.plugin, placer))
     .use(orderRoutes(sql, access.plugin, placer))

@@ -62,11 +62,14 @@ export interface Config {
   maxBodyBytes: number
   /** How often expired idempotency keys and rate-limit counters are purged; 0: never. */
   purgeIntervalSeconds: number
+  /** When set, GET /metrics needs `Authorization: Bearer <it>`; unset, /metrics is open like /healthz and /readyz. */
+  metricsToken: string | undefined
 }
 
 export class ConfigError extends Error {}
 
 export const MIN_JWT_SECRET_LENGTH = 32
+export const MIN_METRICS_TOKEN_LENGTH = 16
 
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
   const production = env.NODE_ENV === 'production'
@@ -75,6 +78,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError(`AUTH_JWT_SECRET must be at least ${MIN_JWT_SECRET_LENGTH} characters (e.g. openssl rand -hex 32)`)
   if (production && authJwtSecret === undefined)
     throw new ConfigError('NODE_ENV=production requires AUTH_JWT_SECRET: without it anyone may act as any buyer')
+  const metricsToken = env.METRICS_TOKEN || undefined
+  if (metricsToken !== undefined && (metricsToken.length < MIN_METRICS_TOKEN_LENGTH || /\s/.test(metricsToken)))
+    throw new ConfigError(`METRICS_TOKEN must be at least ${MIN_METRICS_TOKEN_LENGTH} characters without spaces (e.g. openssl rand -hex 16)`)
   if (production && env.DATABASE_URL && !env.APP_DATABASE_URL)
     throw new ConfigError('NODE_ENV=production with DATABASE_URL requires APP_DATABASE_URL, the waitress_app login (docs/operations.md, "Least privilege")')
   return {
@@ -108,6 +114,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     rateLimitWindowSeconds: integer(env, 'RATE_LIMIT_WINDOW', 60, 1, 86_400),
     maxBodyBytes: integer(env, 'MAX_BODY_BYTES', 65_536, 1024, 16_777_216),
     purgeIntervalSeconds: integer(env, 'PURGE_INTERVAL', 3600, 0, 86_400),
+    metricsToken,
   }
 }
 

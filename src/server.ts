@@ -53,6 +53,7 @@ const app = createApp(sql, {
   authJwtSecret: config.authJwtSecret,
   rateLimit: { limit: config.rateLimit, windowSeconds: config.rateLimitWindowSeconds },
   maxBodyBytes: config.maxBodyBytes,
+  metricsToken: config.metricsToken,
   orderPlacer: {
     flashSaleCheckEveryMs: config.flashSaleCheckEveryMs,
     maxBatch: config.flashSaleMaxBatch,

@@ -43,6 +43,7 @@ describe('configuration', () => {
       rateLimitWindowSeconds: 60,
       maxBodyBytes: 65_536,
       purgeIntervalSeconds: 3600,
+      metricsToken: undefined,
     })
     expect(loadConfig({ DB_ROLE: '' }).dbRole).toBeUndefined()
     expect(loadConfig({ DB_APPLICATION_NAME: 'waitress-api-2' }).dbApplicationName).toBe('waitress-api-2')
