@@ -173,8 +173,8 @@ describe('the OpenAPI document', () => {
     const spec = (await req('/swagger/json')).body
     const path = spec.paths['/carts/items/{id}']
     expect(Object.keys(path).sort()).toEqual(['delete', 'patch'])
-    expect(Object.keys(path.patch.responses).sort()).toEqual(['200', '400', '401', '404', '409', '413', '415', '422', '429', '503'])
-    expect(Object.keys(path.delete.responses).sort()).toEqual(['200', '400', '401', '404', '409', '429', '503'])
+    expect(Object.keys(path.patch.responses).sort()).toEqual(['200', '400', '401', '404', '409', '413', '415', '422', '429', '500', '503'])
+    expect(Object.keys(path.delete.responses).sort()).toEqual(['200', '400', '401', '404', '409', '429', '500', '503'])
     expect(path.patch['x-access']).toBe('user')
     expect(path.delete['x-access']).toBe('user')
     expect(JSON.stringify(path.patch.requestBody)).toContain('quantity')
