@@ -6,7 +6,7 @@ import { jsonBodies } from './http/body.ts'
 import { docsRoutes } from './http/docs.ts'
 import { errorHandler } from './http/errors.ts'
 import { openApiDocument } from './http/openapi.ts'
-import { sqlRateLimiter, type RateLimitOptions } from './http/rate-limit.ts'
+import { createRateLimiter, postgresReport, type InProcessRateLimiter, type RateLimitOptions } from './http/rate-limit.ts'
 import { OrderPlacer, type OrderPlacerOptions } from './order-placer.ts'
 import { silentLogger, type Logger } from './observability/logger.ts'
 import { Metrics } from './observability/metrics.ts'
@@ -23,8 +23,10 @@ export const VERSION = '0.2.0'
 export interface AppOptions {
   /** HS256 secret of the bearer tokens; without it the open contract applies (development only). */
   authJwtSecret?: string
-  /** Off unless given with a positive limit. */
+  /** Off unless given with a positive limit: a token bucket per client in this process, over a window shared in PostgreSQL. */
   rateLimit?: RateLimitOptions
+  /** A rate limiter made by the caller (the tests: with a clock of their own); it replaces rateLimit. */
+  rateLimiter?: InProcessRateLimiter
   /** Largest request body; larger is 413. */
   maxBodyBytes?: number
   orderPlacer?: OrderPlacerOptions
@@ -61,7 +63,15 @@ export function createApp(sql: Sql, options: AppOptions = {}) {
   })
   const access = createAccess({
     secret: options.authJwtSecret,
-    rateLimiter: sqlRateLimiter(sql, options.rateLimit ?? { limit: 0, windowSeconds: 60 }),
+    rateLimiter: (
+      options.rateLimiter ??
+      createRateLimiter({
+        ...(options.rateLimit ?? { limit: 0, windowSeconds: 60 }),
+        report: postgresReport(sql),
+        onReportError: (error) =>
+          logger.warn({ err: error instanceof Error ? error.message : String(error) }, 'rate limit: report to PostgreSQL failed; kept for the next one'),
+      })
+    )?.limiter,
     clientAddress: options.clientAddress,
   })
   // The document is built from the whole app, on its first request.

@@ -52,7 +52,8 @@ export const accessErrors = (level: Access): number[] =>
   [...(needsToken(level) ? [401] : []), ...(level === 'operator' ? [403] : []), ...(isRateLimited(level) ? [429] : [])]
 
 /** Undefined when the request may go on; else how long the client must wait, and why. */
-export type RateLimiter = (client: string) => Promise<{ retryAfter: number; reason: string } | undefined>
+export type RateLimitRefusal = { retryAfter: number; reason: string }
+export type RateLimiter = (client: string) => RateLimitRefusal | undefined | Promise<RateLimitRefusal | undefined>
 
 export interface AccessOptions {
   /** HS256 secret of the bearer tokens; without it every request is `open`. */
