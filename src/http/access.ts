@@ -74,6 +74,7 @@ interface RouteAccess {
 }
 
 const USER_ID = /^[1-9][0-9]{0,14}$/
+const MALFORMED = "the bearer token is malformed, expired or not signed with this service's secret"
 const BEARER = /^Bearer +([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)$/i
 
 const unauthorized = (message: string, invalidToken: boolean) =>
@@ -119,11 +120,39 @@ export function createAccess(options: AccessOptions) {
     }
     if (level === 'probe') return undefined
     const token = BEARER.exec(header)?.[1]
-    const payload = token ? await verifier.verify(token, { algorithms: ['HS256'], requiredClaims: ['sub', 'exp'] }) : false
-    if (!payload) throw unauthorized("the bearer token is malformed, expired or not signed with this service's secret", true)
-    if (typeof payload.sub !== 'string' || !USER_ID.test(payload.sub))
-      throw unauthorized("the bearer token's sub must be a user id (decimal digits)", true)
-    return { kind: 'user', id: Number(payload.sub), operator: payload.role === 'operator' }
+    if (!token) throw unauthorized(MALFORMED, true)
+    const now = Date.now()
+    let known = verified.get(token)
+    if (!known || known.until <= now) {
+      known = await verify(token, now)
+      remember(token, known)
+    }
+    if (typeof known.result === 'string') throw unauthorized(known.result, true)
+    return known.result
+  }
+
+  /**
+   * What verifying a token said: its actor until its exp, or why it is
+   * refused (for a minute). Kept per exact token text, so a client's every
+   * request does not cost an HMAC, a flood of them least of all: a flooding
+   * client is then refused (429) for the price of a map lookup.
+   */
+  const verified = new Map<string, { result: Actor | string; until: number }>()
+  const VERIFIED_MAX = 10_000
+
+  async function verify(token: string, now: number): Promise<{ result: Actor | string; until: number }> {
+    const refused = (reason: string) => ({ result: reason, until: now + 60_000 })
+    const payload = await verifier!.verify(token, { algorithms: ['HS256'], requiredClaims: ['sub', 'exp'] })
+    if (!payload) return refused(MALFORMED)
+    if (typeof payload.sub !== 'string' || !USER_ID.test(payload.sub)) return refused("the bearer token's sub must be a user id (decimal digits)")
+    const actor: Actor = { kind: 'user', id: Number(payload.sub), operator: payload.role === 'operator' }
+    return { result: actor, until: Math.min(Number(payload.exp) * 1000, now + 3_600_000) }
+  }
+
+  function remember(token: string, known: { result: Actor | string; until: number }) {
+    verified.delete(token)
+    if (verified.size >= VERIFIED_MAX) verified.delete(verified.keys().next().value!)
+    verified.set(token, known)
   }
 
   const plugin = new Elysia({ name: 'waitress/access', seed: options.secret ?? '' })
