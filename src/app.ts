@@ -68,10 +68,13 @@ export function createApp(sql: Sql, options: AppOptions = {}) {
       createRateLimiter({
         ...(options.rateLimit ?? { limit: 0, windowSeconds: 60 }),
         report: postgresReport(sql),
+        onRefused: (scope) => metrics.rateLimited.inc({ scope }),
+        onReport: () => metrics.rateLimitReports.inc(),
         onReportError: (error) =>
           logger.warn({ err: error instanceof Error ? error.message : String(error) }, 'rate limit: report to PostgreSQL failed; kept for the next one'),
       })
     )?.limiter,
+    rateLimitDelayMs: options.rateLimit?.delayMs,
     clientAddress: options.clientAddress,
   })
   // The document is built from the whole app, on its first request.

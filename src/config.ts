@@ -58,6 +58,8 @@ export interface Config {
   /** Requests per client per window; 0 turns rate limiting off. */
   rateLimit: number
   rateLimitWindowSeconds: number
+  /** How long a 429 is held before it is sent (at most its Retry-After), so a flooding client slows down; 0: at once. */
+  rateLimitDelayMs: number
   /** Largest request body accepted; larger is 413. */
   maxBodyBytes: number
   /** How often expired idempotency keys and rate-limit counters are purged; 0: never. */
@@ -112,6 +114,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     authJwtSecret,
     rateLimit: integer(env, 'RATE_LIMIT', production ? 600 : 0, 0, 1_000_000),
     rateLimitWindowSeconds: integer(env, 'RATE_LIMIT_WINDOW', 60, 1, 86_400),
+    rateLimitDelayMs: durationMs(env, 'RATE_LIMIT_DELAY', 1_000),
     maxBodyBytes: integer(env, 'MAX_BODY_BYTES', 65_536, 1024, 16_777_216),
     purgeIntervalSeconds: integer(env, 'PURGE_INTERVAL', 3600, 0, 86_400),
     metricsToken,

@@ -51,7 +51,7 @@ const app = createApp(sql, {
   gateStats: () => gate.stats,
   accepting: () => accepting,
   authJwtSecret: config.authJwtSecret,
-  rateLimit: { limit: config.rateLimit, windowSeconds: config.rateLimitWindowSeconds },
+  rateLimit: { limit: config.rateLimit, windowSeconds: config.rateLimitWindowSeconds, delayMs: config.rateLimitDelayMs },
   maxBodyBytes: config.maxBodyBytes,
   metricsToken: config.metricsToken,
   orderPlacer: {

@@ -60,6 +60,17 @@ export interface AccessOptions {
   secret?: string
   rateLimiter?: RateLimiter
   /**
+   * How long a 429 is held before it is sent, in ms (at most its Retry-After;
+   * 0 or unset: at once). A client that floods over a few connections, each
+   * waiting for its answer, then sends a few requests a second instead of
+   * thousands. At most MAX_HELD_REFUSALS are held at once; beyond, at once.
+   */
+  rateLimitDelayMs?: number
+  /** Resolves after `ms` (default: setTimeout); injected so that any runtime can provide it. */
+  sleep?: (ms: number) => Promise<void>
+  /** Most 429s held at once (default MAX_HELD_REFUSALS). */
+  maxHeldRefusals?: number
+  /**
    * The client's address, for the rate limit of requests without a token
    * (each runtime knows it its own way). Default: what the server adapter
    * says (Bun's server.requestIP).
@@ -72,6 +83,9 @@ interface RouteAccess {
   pattern: RegExp
   level: Access
 }
+
+/** 429s held at once (RATE_LIMIT_DELAY), in all: each costs a timer and an open connection, no more. */
+export const MAX_HELD_REFUSALS = 10_000
 
 const USER_ID = /^[1-9][0-9]{0,14}$/
 const MALFORMED = "the bearer token is malformed, expired or not signed with this service's secret"
@@ -98,6 +112,8 @@ function pathPattern(path: string): RegExp {
  */
 export function createAccess(options: AccessOptions) {
   const actors = new WeakMap<Request, Actor>()
+  const sleep = options.sleep ?? ((ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms)))
+  let held = 0
   let routes: RouteAccess[] = []
   const clientAddress =
     options.clientAddress ??
@@ -163,10 +179,22 @@ export function createAccess(options: AccessOptions) {
       if (options.rateLimiter && isRateLimited(level)) {
         const client = actor?.kind === 'user' ? `user:${actor.id}` : `ip:${clientAddress(request, server) ?? 'unknown'}`
         const limited = await options.rateLimiter(client)
-        if (limited)
-          throw new ApiError(429, `too many requests: ${limited.reason}; retry in ${limited.retryAfter} s`, {
-            'retry-after': String(limited.retryAfter),
+        if (limited) {
+          let retryAfter = limited.retryAfter
+          const hold = Math.min(options.rateLimitDelayMs ?? 0, retryAfter * 1000)
+          if (hold > 0 && held < (options.maxHeldRefusals ?? MAX_HELD_REFUSALS)) {
+            held++
+            try {
+              await sleep(hold)
+            } finally {
+              held--
+            }
+            retryAfter = Math.max(1, Math.ceil(retryAfter - hold / 1000))
+          }
+          throw new ApiError(429, `too many requests: ${limited.reason}; retry in ${retryAfter} s`, {
+            'retry-after': String(retryAfter),
           })
+        }
       }
       if (level === 'operator' && actor?.kind === 'user' && !actor.operator)
         throw new ApiError(403, 'this route is for operators: a token with "role": "operator"')

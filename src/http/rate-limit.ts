@@ -41,6 +41,8 @@ export interface RateLimitOptions {
   /** Requests per client per window; 0 turns the limiter off. */
   limit: number
   windowSeconds: number
+  /** How long a 429 is held before it is sent, in ms (at most its Retry-After); 0 or unset: at once. */
+  delayMs?: number
 }
 
 /** Adds `hits` requests of `client` to the shared window; resolves to 0, or the seconds until that window ends once it is over `limit`. */
@@ -55,6 +57,10 @@ export interface InProcessLimiterOptions extends RateLimitOptions {
   maxClients?: number
   /** Told of a report that failed (it is kept and sent again with the next one). */
   onReportError?: (error: unknown) => void
+  /** Told of every refusal, and where it was decided (for the metrics). */
+  onRefused?: (scope: 'process' | 'cluster') => void
+  /** Told of every report sent to the shared window (for the metrics). */
+  onReport?: () => void
 }
 
 interface ClientState {
@@ -89,6 +95,8 @@ export class InProcessRateLimiter {
   readonly #now: () => number
   readonly #maxClients: number
   readonly #onReportError: (error: unknown) => void
+  readonly #onRefused: (scope: 'process' | 'cluster') => void
+  readonly #onReport: () => void
   /** Least recently seen first (a Map keeps insertion order; a hit moves its client to the end). */
   readonly #clients = new Map<string, ClientState>()
   readonly #inFlight = new Set<Promise<void>>()
@@ -103,6 +111,8 @@ export class InProcessRateLimiter {
     this.#now = options.now ?? Date.now
     this.#maxClients = options.maxClients ?? 100_000
     this.#onReportError = options.onReportError ?? (() => {})
+    this.#onRefused = options.onRefused ?? (() => {})
+    this.#onReport = options.onReport ?? (() => {})
   }
 
   /** Undefined when the request may go on; else how long the client must wait, and why. */
@@ -117,6 +127,7 @@ export class InProcessRateLimiter {
   #decide(client: string, state: ClientState, now: number): { retryAfter: number; reason: string } | undefined {
     if (state.blockedUntil > now) {
       this.#stats.refusedClusterWide++
+      this.#onRefused('cluster')
       return {
         retryAfter: Math.max(1, Math.ceil((state.blockedUntil - now) / 1000)),
         reason: `at most ${this.#limit} per ${this.#windowMs / 1000} s per client, across all API processes`,
@@ -127,6 +138,7 @@ export class InProcessRateLimiter {
     state.refilledAt = now
     if (state.tokens < 1) {
       this.#stats.refusedLocally++
+      this.#onRefused('process')
       return {
         retryAfter: Math.max(1, Math.ceil((1 - state.tokens) / this.#rate / 1000)),
         reason: `at most ${this.#limit} per ${this.#windowMs / 1000} s per client`,
@@ -175,6 +187,7 @@ export class InProcessRateLimiter {
     state.reportedWindow = window
     state.reporting = true
     this.#stats.reports++
+    this.#onReport()
     const sent = this.#report!(client, hits, this.#limit, this.#windowMs / 1000)
       .then(
         (retryAfter) => {

@@ -40,6 +40,19 @@ export class Metrics {
     registers: [this.registry],
   })
 
+  readonly rateLimited = new Counter({
+    name: 'waitress_rate_limited_total',
+    help: 'Requests refused with 429, by where the decision was made: process (this process\'s token bucket) or cluster (the window shared in PostgreSQL).',
+    labelNames: ['scope'] as const,
+    registers: [this.registry],
+  })
+
+  readonly rateLimitReports = new Counter({
+    name: 'waitress_rate_limit_reports_total',
+    help: 'Reports of admitted requests to the shared window (calls of api.rate_limit_hit): at most one per client per window.',
+    registers: [this.registry],
+  })
+
   constructor(gateStats?: () => GateStats) {
     collectDefaultMetrics({ register: this.registry, prefix: 'waitress_' })
     if (gateStats) {

@@ -52,6 +52,10 @@ describe('rate limiting', () => {
     }
     expect(Object.fromEntries(statuses)).toEqual({ 200: 3, 429: 497 })
     expect({ rateLimitCalls, otherCalls }).toEqual({ rateLimitCalls: 1, otherCalls: 3 })
+    // What the operators see.
+    const metrics = (await flooded('/metrics')).body as string
+    expect(metrics).toContain('waitress_rate_limited_total{scope="process"} 497')
+    expect(metrics).toContain('waitress_rate_limit_reports_total 1')
   })
 
   it('shares a window in PostgreSQL: a client over the limit across two API processes is refused by those that report after', async () => {

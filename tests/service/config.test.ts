@@ -41,6 +41,7 @@ describe('configuration', () => {
       authJwtSecret: undefined,
       rateLimit: 0,
       rateLimitWindowSeconds: 60,
+      rateLimitDelayMs: 1000,
       maxBodyBytes: 65_536,
       purgeIntervalSeconds: 3600,
       metricsToken: undefined,

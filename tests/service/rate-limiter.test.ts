@@ -1,6 +1,10 @@
 import { describe, expect, it } from 'bun:test'
 import fc from 'fast-check'
+import { Elysia } from 'elysia'
+import { createAccess } from '../../src/http/access.ts'
+import { errorHandler } from '../../src/http/errors.ts'
 import { InProcessRateLimiter, type ReportHits } from '../../src/http/rate-limit.ts'
+import { silentLogger } from '../../src/observability/logger.ts'
 
 /** A clock the test moves. */
 function clock(start = 1_000_000_000_000) {
@@ -160,5 +164,51 @@ describe('the in-process rate limiter', () => {
     const imports = [...source.matchAll(/^import .*$/gm)].map((m) => m[0])
     expect(imports.every((line) => line.startsWith('import type '))).toBe(true)
     expect(source).not.toMatch(/\b(setTimeout|setInterval|Bun\.|process\.|require\()/)
+  })
+})
+
+describe('a 429 held before it is sent (RATE_LIMIT_DELAY)', () => {
+  /** An app with one public route, whose limiter refuses everything with Retry-After 5 s. */
+  function appWith(options: { rateLimitDelayMs?: number; maxHeldRefusals?: number }) {
+    const held: { ms: number; release: () => void }[] = []
+    const access = createAccess({
+      rateLimiter: () => ({ retryAfter: 5, reason: 'at most 1 per 5 s per client' }),
+      clientAddress: () => '192.0.2.1',
+      sleep: (ms) => new Promise<void>((resolve) => held.push({ ms, release: resolve })),
+      ...options,
+    })
+    const app = new Elysia().use(errorHandler(silentLogger())).use(access.plugin).get('/x', () => 'ok', { access: 'public' })
+    access.learn(app)
+    return { app, held }
+  }
+  const flush = () => new Promise((resolve) => setTimeout(resolve, 0))
+
+  it('holds the refusal for the delay, then sends 429 with what is left of Retry-After', async () => {
+    const { app, held } = appWith({ rateLimitDelayMs: 1_000 })
+    const reply = app.handle(new Request('http://localhost/x'))
+    await flush()
+    expect(held.map((h) => h.ms)).toEqual([1_000])
+    held[0].release()
+    const response = await reply
+    expect(response.status).toBe(429)
+    expect(response.headers.get('retry-after')).toBe('4')
+  })
+
+  it('never holds longer than Retry-After, and holds at most maxHeldRefusals at once: the rest are answered at once', async () => {
+    const { app, held } = appWith({ rateLimitDelayMs: 60_000, maxHeldRefusals: 3 })
+    const replies = Array.from({ length: 5 }, () => app.handle(new Request('http://localhost/x')))
+    await flush()
+    expect(held.map((h) => h.ms)).toEqual([5_000, 5_000, 5_000])
+    // The two beyond the cap were not held.
+    const early = await Promise.race([Promise.all(replies.slice(3)), new Promise((resolve) => setTimeout(() => resolve('held'), 200))])
+    expect((early as Response[]).map((r) => r.status)).toEqual([429, 429])
+    for (const h of held) h.release()
+    expect((await Promise.all(replies)).map((r) => r.status)).toEqual([429, 429, 429, 429, 429])
+  })
+
+  it('is off unless configured: the refusal is sent at once', async () => {
+    const { app, held } = appWith({})
+    expect((await app.handle(new Request('http://localhost/x'))).status).toBe(429)
+    expect(held).toEqual([])
   })
 })
