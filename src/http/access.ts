@@ -60,10 +60,11 @@ export interface AccessOptions {
   secret?: string
   rateLimiter?: RateLimiter
   /**
-   * How long a 429 is held before it is sent, in ms (at most its Retry-After;
-   * 0 or unset: at once). A client that floods over a few connections, each
-   * waiting for its answer, then sends a few requests a second instead of
-   * thousands. At most MAX_HELD_REFUSALS are held at once; beyond, at once.
+   * How long a 429 is held before it is sent, in ms: between half of it and
+   * all of it, at random, and at most its Retry-After; 0 or unset: at once.
+   * A client that floods over a few connections, each waiting for its
+   * answer, then sends a few requests a second instead of thousands. At most
+   * MAX_HELD_REFUSALS are held at once; beyond, they are answered at once.
    */
   rateLimitDelayMs?: number
   /** Resolves after `ms` (default: setTimeout); injected so that any runtime can provide it. */
@@ -181,7 +182,8 @@ export function createAccess(options: AccessOptions) {
         const limited = await options.rateLimiter(client)
         if (limited) {
           let retryAfter = limited.retryAfter
-          const hold = Math.min(options.rateLimitDelayMs ?? 0, retryAfter * 1000)
+          // Between half the delay and all of it, so that a flood's connections, refused together, do not all come back together.
+          const hold = Math.min((options.rateLimitDelayMs ?? 0) * (0.5 + Math.random() / 2), retryAfter * 1000)
           if (hold > 0 && held < (options.maxHeldRefusals ?? MAX_HELD_REFUSALS)) {
             held++
             try {
