@@ -1,6 +1,6 @@
 /**
  * `npm run bench:flood`: one client flooding as fast as it can while honest
- * clients order (issue 11, "Rate limiting that sheds load").
+ * clients order: a client over its limit must cost the others nothing.
  *
  * Starts a throwaway PostgreSQL (or uses DATABASE_URL), the service as its own
  * process with authentication and RATE_LIMIT on, and `--honest` buyers, each
