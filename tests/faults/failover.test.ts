@@ -9,6 +9,7 @@ import { DatabaseUnreachableError, hostUrls, primaryUrl, replaceablePool, unreac
 import { redact } from '../../src/db/database.ts'
 import { Gate } from '../../src/db/gate.ts'
 import { testDatabaseUrl, testSql } from '../support/db.ts'
+import { FaultyProxy } from '../support/proxy.ts'
 
 /**
  * Failover handling that needs no second server: the installed postgres.js
@@ -40,6 +41,8 @@ describe('the installed postgres.js', () => {
       expect(source).toMatch(/function nextWrite\(fn\) \{\n\s+if \(!socket\)/)
       // no query "answered" by the next session's startup
       expect(source).toContain("if (!socket || (starting && !q.sessionCheck))")
+      // a call cancelled while its session was starting frees the session
+      expect(source).toContain('if (initial && !initial.reserve && initial.cancelled)')
       // read-write means what it means in libpq: not a hot standby either
       expect(source).toContain("(x === 'read-write' && (xs.default_transaction_read_only === 'on' || xs.in_hot_standby === 'on'))")
     }
@@ -111,6 +114,32 @@ describe('several hosts in one URL', () => {
       expect(performance.now() - started).toBeLessThan(3_000)
     } finally {
       await pool.end({ timeout: 0 })
+    }
+  })
+})
+
+describe('a call whose deadline passes while its session is still starting', () => {
+  it('never runs, and leaves the session free for the next call (else the pool would lose it for good)', async () => {
+    const upstream = new URL(testDatabaseUrl())
+    const proxy = await FaultyProxy.start(Number(upstream.port))
+    const viaProxy = new URL(upstream)
+    viaProxy.port = String(proxy.port)
+    // One session, whose startup (several round trips at 400 ms each) outlasts the first call's deadline.
+    const pool = createSql(viaProxy.toString(), { max: 1 })
+    const db = gated(pool, new Gate(1, 10, 5_000), { queryTimeoutMs: 300 })
+    try {
+      proxy.latencyMs = 400
+      const error = await db`select 1`.catch((e) => e)
+      expect(error).toBeInstanceOf(DatabaseUnreachableError)
+      expect(error.unreached).toBe('not-sent')
+      proxy.latencyMs = 0
+      // The same session, once started, takes the next call (postgres.js 3.4.9 unpatched: never again).
+      const slow = gated(pool, new Gate(1, 10, 5_000), { queryTimeoutMs: 10_000 })
+      const [{ one }] = await slow`select 1 as one`
+      expect(one).toBe(1)
+    } finally {
+      await pool.end({ timeout: 1 })
+      await proxy.stop()
     }
   })
 })
