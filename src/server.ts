@@ -42,7 +42,8 @@ const makePool = () =>
     lockTimeoutMs: config.dbLockTimeoutMs,
     idleInTransactionTimeoutMs: config.dbIdleInTransactionTimeoutMs,
   })
-// A session found on a read-only server (25006) is dropped with its pool: every new session looks for the primary again.
+// A session found on a read-only server (25006), or a pool that gives no session in time, is
+// replaced by a new pool (at most once a second): every new session looks for the primary again.
 const pool = replaceablePool(makePool, { onReplace: (reason) => logger.warn({ reason }, 'database pool replaced') })
 const gate = new Gate(config.dbPoolMax, config.dbQueueMax, config.dbQueueTimeoutMs)
 // statement_timeout counts only the server's time; on a slow network give up
@@ -50,6 +51,7 @@ const gate = new Gate(config.dbPoolMax, config.dbQueueMax, config.dbQueueTimeout
 const sql = gated(pool, gate, {
   queryTimeoutMs: config.dbStatementTimeoutMs > 0 ? config.dbStatementTimeoutMs + QUERY_TIMEOUT_MARGIN_MS : 0,
   onReadOnly: () => pool.replace('a session is on a read-only server (25006): a standby, or a node not yet open for writes'),
+  onStalled: () => pool.replace('no session within the deadline: no writable host, or stuck sessions'),
 })
 
 let accepting = true

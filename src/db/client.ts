@@ -72,6 +72,13 @@ export interface GatedOptions {
   queryTimeoutMs?: number
   /** A session answered 25006 (read-only): it is on a standby; drop it (replace the pool). */
   onReadOnly?: () => void
+  /**
+   * A call got no session within its whole deadline: no host was writable
+   * all that time, or the pool's sessions are stuck; a new pool starts
+   * clean. (The gate never lets more calls run than the pool has sessions,
+   * so a healthy pool hands one out at once.)
+   */
+  onStalled?: () => void
 }
 
 /** Runs of a statement that never reached a server, when no deadline bounds them. */
@@ -107,6 +114,7 @@ export function gated(sql: Sql, gate: Gate, options: GatedOptions = {}): Sql {
             const failure = unreached(error, query)
             if (failure) {
               if (isReadOnly(error)) options.onReadOnly?.()
+              else if (error instanceof DatabaseUnreachableError && failure === 'not-sent') options.onStalled?.()
               const pause = 100 + Math.random() * 200
               const again = deadline === Infinity ? ++unsent < UNSENT_RUNS_WITHOUT_DEADLINE : performance.now() + pause + 200 < deadline
               if (failure === 'not-sent' && again) {
