@@ -2,6 +2,8 @@
 FROM oven/bun:1
 WORKDIR /app
 COPY package.json package-lock.json ./
+# patch-package applies patches/ at install (postinstall)
+COPY patches ./patches
 RUN bun install --production
 COPY tsconfig.json bunfig.toml ./
 COPY src ./src

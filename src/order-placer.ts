@@ -1,5 +1,6 @@
 import postgres from 'postgres'
 import type { Sql } from './db/client.ts'
+import { DatabaseUnreachableError } from './db/failover.ts'
 import type { Order, Placed } from './models.ts'
 
 /** One checkout, as api.place_orders takes it: a cart (or a buyer's cart), all its open items or some. */
@@ -70,6 +71,7 @@ export class OrderPlacer {
       if (!placed.replayed) this.events.placed(placed.orders.length)
       return placed
     } catch (error) {
+      if (error instanceof DatabaseUnreachableError && error.outcomeUnknown) throw mayHaveBeenPlaced(error)
       if (error instanceof postgres.PostgresError) this.events.refused(error.code)
       throw error
     }
@@ -89,6 +91,15 @@ async function placeAlone(sql: Sql, request: PlaceRequest, key: string | null): 
       : await sql<{ placed: Placed }[]>`
           select api.place_buyer_order(${request.buyer_id ?? null}, ${request.item_ids}::bigint[], ${request.note}, ${key}) as placed`
   return row.placed
+}
+
+/** WA103: the checkout reached the database, which went away before answering; it may have committed. */
+function mayHaveBeenPlaced(error: DatabaseUnreachableError): Refused {
+  return new Refused({
+    severity: 'ERROR',
+    code: 'WA103',
+    message: `the database went away during the checkout: it may have been placed; retry with the same Idempotency-Key (${error.message})`,
+  } as never)
 }
 
 function placedOrRefused(outcome: Outcome): Placed {

@@ -2,6 +2,7 @@ import { ConfigError, loadConfig } from './config.ts'
 import { openDatabase } from './db/database.ts'
 import { createSql, gated } from './db/client.ts'
 import { Gate } from './db/gate.ts'
+import { replaceablePool } from './db/failover.ts'
 import { startPurging } from './db/maintenance.ts'
 import { createApp } from './app.ts'
 import { startExpiryTimer } from './expiry.ts'
@@ -32,18 +33,26 @@ if (!config.authJwtSecret)
     'authentication off',
   )
 
-const pool = createSql(database.appUrl, {
-  max: config.dbPoolMax,
-  role: config.dbRole,
-  applicationName: config.dbApplicationName,
-  statementTimeoutMs: config.dbStatementTimeoutMs,
-  lockTimeoutMs: config.dbLockTimeoutMs,
-  idleInTransactionTimeoutMs: config.dbIdleInTransactionTimeoutMs,
-})
+const makePool = () =>
+  createSql(database.appUrl, {
+    max: config.dbPoolMax,
+    role: config.dbRole,
+    applicationName: config.dbApplicationName,
+    statementTimeoutMs: config.dbStatementTimeoutMs,
+    lockTimeoutMs: config.dbLockTimeoutMs,
+    idleInTransactionTimeoutMs: config.dbIdleInTransactionTimeoutMs,
+  })
+// A session found on a read-only server (25006), or a pool that gives no session in time, is
+// replaced by a new pool (at most once a second): every new session looks for the primary again.
+const pool = replaceablePool(makePool, { onReplace: (reason) => logger.warn({ reason }, 'database pool replaced') })
 const gate = new Gate(config.dbPoolMax, config.dbQueueMax, config.dbQueueTimeoutMs)
 // statement_timeout counts only the server's time; on a slow network give up
 // (and cancel) a second after it: the client gets 503, not a hang.
-const sql = gated(pool, gate, { queryTimeoutMs: config.dbStatementTimeoutMs > 0 ? config.dbStatementTimeoutMs + QUERY_TIMEOUT_MARGIN_MS : 0 })
+const sql = gated(pool, gate, {
+  queryTimeoutMs: config.dbStatementTimeoutMs > 0 ? config.dbStatementTimeoutMs + QUERY_TIMEOUT_MARGIN_MS : 0,
+  onReadOnly: () => pool.replace('a session is on a read-only server (25006): a standby, or a node not yet open for writes'),
+  onStalled: () => pool.replace('no session within the deadline: no writable host, or stuck sessions'),
+})
 
 let accepting = true
 const app = createApp(sql, {

@@ -1,5 +1,6 @@
 import postgres from 'postgres'
 import { DatabaseBusyError, Gate } from './gate.ts'
+import { DatabaseUnreachableError, isReadOnly, unreached, wasSent } from './failover.ts'
 
 export type Sql = postgres.Sql<{ bigint: number }>
 
@@ -28,6 +29,9 @@ export function createSql(url: string, options: SqlOptions = {}): Sql {
   if (options.idleInTransactionTimeoutMs) limits.idle_in_transaction_session_timeout = String(options.idleInTransactionTimeoutMs)
   return postgres(url, {
     max: options.max ?? 10,
+    // A host that accepts TCP and never answers holds a new session this
+    // long (postgres.js waits 30 s by default); a URL may set its own.
+    ...(/[?&]connect_timeout=/.test(url) ? {} : { connect_timeout: 3 }),
     // Seconds before a connection tries again after failing to connect.
     // postgres.js's default grows to 20 s, so a restarted server would wait
     // that long for the pool to notice; this stays under a second.
@@ -58,19 +62,39 @@ export interface GatedOptions {
   retries?: number
   /**
    * Give up on a statement that has not answered within this many
-   * milliseconds (0: never): it is cancelled and fails with a
-   * DatabaseBusyError (503). statement_timeout only counts the server's own
-   * time; this bounds the wait when the network, not the server, is slow.
-   * Set it a little above the statement timeout.
+   * milliseconds (0: never), counting every run of it: it is cancelled and
+   * fails with a DatabaseUnreachableError (503). statement_timeout only
+   * counts the server's own time, and bounds neither a wait for a
+   * connection (with several hosts and none up, postgres.js waits for ever)
+   * nor a commit waiting for a synchronous standby. Set it a little above
+   * the statement timeout.
    */
   queryTimeoutMs?: number
+  /** A session answered 25006 (read-only): it is on a standby; drop it (replace the pool). */
+  onReadOnly?: () => void
+  /**
+   * A call got no session within its whole deadline: no host was writable
+   * all that time, or the pool's sessions are stuck; a new pool starts
+   * clean. (The gate never lets more calls run than the pool has sessions,
+   * so a healthy pool hands one out at once.)
+   */
+  onStalled?: () => void
 }
+
+/** Runs of a statement that never reached a server, when no deadline bounds them. */
+const UNSENT_RUNS_WITHOUT_DEADLINE = 5
 
 /**
  * The pool behind a Gate: every query (a tagged-template call) waits its turn
  * in the gate, and one that fails with a serialization failure or deadlock is
  * run again, at most `retries` times, after a random pause. Every API query
  * is a single statement, so running it again is safe.
+ *
+ * Failover: a statement that never reached a server (no connection, a
+ * standby's 25006, a server starting up) is run again after a short pause
+ * while the deadline allows; one that reached a server that then went away
+ * is not (it may have committed). Either fails as a DatabaseUnreachableError
+ * that says which, never as a raw connection error.
  */
 export function gated(sql: Sql, gate: Gate, options: GatedOptions = {}): Sql {
   const retries = options.retries ?? 3
@@ -80,12 +104,27 @@ export function gated(sql: Sql, gate: Gate, options: GatedOptions = {}): Sql {
     apply(target, thisArg, args) {
       if (!isQuery(args)) return Reflect.apply(target, thisArg, args)
       return gate.run(async () => {
-        for (let attempt = 0; ; attempt++) {
+        const deadline = queryTimeoutMs > 0 ? performance.now() + queryTimeoutMs : Infinity
+        let unsent = 0
+        for (let attempt = 0; ; ) {
+          const query = Reflect.apply(target, thisArg, args) as postgres.PendingQuery<postgres.Row[]>
           try {
-            return await withDeadline(Reflect.apply(target, thisArg, args) as postgres.PendingQuery<postgres.Row[]>, queryTimeoutMs)
+            return await withDeadline(query, deadline - performance.now())
           } catch (error) {
-            if (attempt >= retries || !(error instanceof postgres.PostgresError) || !RETRYABLE.has(error.code)) throw error
-            await Bun.sleep(5 + Math.random() * 20 * (attempt + 1))
+            const failure = unreached(error, query)
+            if (failure) {
+              if (isReadOnly(error)) options.onReadOnly?.()
+              else if (error instanceof DatabaseUnreachableError && failure === 'not-sent') options.onStalled?.()
+              const pause = 100 + Math.random() * 200
+              const again = deadline === Infinity ? ++unsent < UNSENT_RUNS_WITHOUT_DEADLINE : performance.now() + pause + 200 < deadline
+              if (failure === 'not-sent' && again) {
+                await Bun.sleep(pause)
+                continue
+              }
+              throw error instanceof DatabaseUnreachableError ? error : new DatabaseUnreachableError(failure, error)
+            }
+            if (attempt++ >= retries || !(error instanceof postgres.PostgresError) || !RETRYABLE.has(error.code)) throw error
+            await Bun.sleep(5 + Math.random() * 20 * attempt)
           }
         }
       })
@@ -93,15 +132,16 @@ export function gated(sql: Sql, gate: Gate, options: GatedOptions = {}): Sql {
   })
 }
 
-/** The query's answer, or a DatabaseBusyError (and a cancel request) once `timeoutMs` have passed without one. */
+/** The query's answer, or a DatabaseUnreachableError (and a cancel request) once `timeoutMs` have passed without one. */
 function withDeadline<T>(query: postgres.PendingQuery<postgres.Row[]> & Promise<T>, timeoutMs: number): Promise<T> {
-  if (timeoutMs <= 0) return query
+  if (timeoutMs === Infinity) return query
   let timer: ReturnType<typeof setTimeout> | undefined
   const deadline = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
       cancelQuietly(query)
-      reject(new DatabaseBusyError('query_timeout'))
-    }, timeoutMs)
+      // Cancelled before it was sent, it never runs: postgres.js drops it from its queue.
+      reject(new DatabaseUnreachableError(wasSent(query) ? 'outcome-unknown' : 'not-sent', new DatabaseBusyError('query_timeout')))
+    }, Math.max(0, timeoutMs))
   })
   return Promise.race([query, deadline]).finally(() => clearTimeout(timer))
 }

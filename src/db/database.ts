@@ -61,6 +61,8 @@ export function redact(url: string): string {
     if (parsed.password) parsed.password = '***'
     return parsed.toString()
   } catch {
-    return '(unparseable DATABASE_URL)'
+    // libpq's several hosts (h1:p1,h2:p2) are no WHATWG URL: hide the password by hand.
+    const hidden = url.replace(/^(postgres(?:ql)?:\/\/[^:@/]*:)[^@/]*@/, '$1***@')
+    return /^postgres(?:ql)?:\/\//.test(hidden) ? hidden : '(unparseable DATABASE_URL)'
   }
 }

@@ -1,6 +1,7 @@
 import { resolveBinary } from 'dbmate'
 import { resolve } from 'node:path'
 import { createSql } from './client.ts'
+import { primaryUrl } from './failover.ts'
 
 export const MIGRATIONS_DIR = resolve(import.meta.dir, '../../db/migrations')
 
@@ -17,9 +18,11 @@ const MIGRATION_LOCK_KEY = 7_261_127
 /**
  * Applies pending migrations with dbmate. Several service processes may
  * start at once against one database: an advisory lock makes them take
- * turns, so the second finds nothing left to apply.
+ * turns, so the second finds nothing left to apply. A URL with several
+ * hosts is narrowed to the primary's: dbmate reads only one.
  */
-export async function migrate(databaseUrl: string): Promise<void> {
+export async function migrate(url: string): Promise<void> {
+  const databaseUrl = await primaryUrl(url)
   await dbmate(databaseUrl, 'create', { ignoreFailure: true })
   const sql = createSql(databaseUrl, { max: 1 })
   try {

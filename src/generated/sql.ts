@@ -37,6 +37,7 @@ export const REFUSALS = {
   "57P01": { status: 503, source: "postgresql", title: "server shutting down" },
   "57P02": { status: 503, source: "postgresql", title: "crash shutdown" },
   "57P03": { status: 503, source: "postgresql", title: "server starting" },
+  "WA103": { status: 503, source: "service", title: "checkout outcome unknown" },
 } as const satisfies Record<string, { status: number; source: 'waitress' | 'postgresql' | 'service'; title: string }>
 
 export type RefusalCode = keyof typeof REFUSALS
@@ -57,4 +58,4 @@ export const ORDER_ACTION_RULES = {
 export const ORDER_ACTIONS = ["pay","accept","reject","deliver","remit","refund","cancel"] as const
 
 /** The migrations this code needs applied (/readyz compares them with the database's). */
-export const MIGRATIONS = ["20261201000100","20261201000200","20261201000300","20261201000400","20261201000500","20261201000600","20261201000700","20261201000800","20261201000900","20261201001000","20261201001100","20261201001200","20261201001300","20261201001400","20261201001500","20261201001600","20261201001700","20261201001800","20261201001900"] as const
+export const MIGRATIONS = ["20261201000100","20261201000200","20261201000300","20261201000400","20261201000500","20261201000600","20261201000700","20261201000800","20261201000900","20261201001000","20261201001100","20261201001200","20261201001300","20261201001400","20261201001500","20261201001600","20261201001700","20261201001800","20261201001900","20261201002000"] as const

@@ -1,5 +1,6 @@
 import { Elysia } from 'elysia'
 import postgres from 'postgres'
+import { DatabaseUnreachableError } from '../db/failover.ts'
 import { DatabaseBusyError } from '../db/gate.ts'
 import { REFUSALS } from '../generated/sql.ts'
 import type { ErrorEnvelope } from '../models.ts'
@@ -57,7 +58,8 @@ export function statusForSqlstate(sqlstate: string): number {
 
 function fromPostgres(error: postgres.PostgresError): Response | undefined {
   const status = statusForSqlstate(error.code)
-  if (status === 503) return unavailable()
+  // The service's own 503 (WA103, a checkout that may have been placed) keeps its code.
+  if (status === 503) return error.code.startsWith('WA') ? respond(errorBody(status, error.message, { code: error.code }), RETRY_AFTER) : unavailable()
   if (status === 500) return undefined
   // A refusal of ours carries a JSON DETAIL meant for the caller. PostgreSQL's
   // own DETAIL can quote the whole row ("Failing row contains …"): only the
@@ -72,8 +74,10 @@ function fromPostgres(error: postgres.PostgresError): Response | undefined {
   )
 }
 
+const RETRY_AFTER = { 'retry-after': '1' }
+
 function unavailable(): Response {
-  return respond(errorBody(503, 'the database is busy or unavailable; retry shortly'), { 'retry-after': '1' })
+  return respond(errorBody(503, 'the database is busy or unavailable; retry shortly'), RETRY_AFTER)
 }
 
 function validationMessage(error: { customError?: unknown; valueError?: { path: string; message: string }; message: string }): string {
@@ -102,7 +106,7 @@ function toResponse(code: unknown, error: unknown, request: Request): Response |
   // Our body parser's refusals (413, 415, 400) reach here wrapped in Elysia's ParseError.
   const cause = (error as { cause?: unknown }).cause
   if (code === 'PARSE' && cause instanceof ApiError) return respond(errorBody(cause.status, cause.message), cause.headers)
-  if (error instanceof DatabaseBusyError) return unavailable()
+  if (error instanceof DatabaseBusyError || error instanceof DatabaseUnreachableError) return unavailable()
   if (error instanceof postgres.PostgresError) {
     const response = fromPostgres(error)
     if (response) return response
