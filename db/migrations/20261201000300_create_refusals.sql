@@ -74,6 +74,11 @@ insert into waitress.refusals (code, http_status, source, title, meaning, detail
   ('WA102', 409, 'waitress', 'idempotent request in progress',
    'A request with this Idempotency-Key is still running and the wait for it ran into lock_timeout.',
    '{"idempotency_key", "action"}', 'Retry shortly: once the first request has finished, its response is returned.'),
+  ('WA103', 503, 'service', 'checkout outcome unknown',
+   'The checkout reached the database, which went away before answering (a failover, a lost connection): it may '
+   'have been placed, whole, or not at all.',
+   null, 'Retry with the same Idempotency-Key: the recorded order comes back if it was placed, else it is placed once. '
+   'Without a key, read the orders (GET /orders) before checking out again.'),
   ('22023', 422, 'postgresql', 'invalid argument', 'An argument is out of its range (a quantity below 1, an empty reason, ...).', null, null),
   ('22001', 422, 'postgresql', 'string too long', 'A text value is longer than its column allows.', null, null),
   ('22003', 422, 'postgresql', 'number out of range', 'A number does not fit its column.', null, null),
