@@ -18,7 +18,7 @@
  * process that reported it refuses the client until the window ends, and so
  * does every process that reports after it in that window.
  *
- * Error bounds, for one client, with N processes (see docs/notes-issue-11.md):
+ * Error bounds, for one client, with N processes (see docs/operations.md ("Rate limiting")):
  * - one process admits at most `limit` at once (a full bucket) and `limit`
  *   per window after that: at most 2 x limit in any one window;
  * - the cluster admits at most N x 2 x limit in any window, and a client that
