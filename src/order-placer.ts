@@ -27,6 +27,13 @@ export interface OrderPlacerOptions {
   maxBatch?: number
   /** api.place_orders calls of this process running at once. */
   batchesInFlight?: number
+  /**
+   * Coalescing at all (default true): only where a process outlives its
+   * requests. Under workerd it is off: a batch would settle other requests'
+   * promises, and the flash-sale answer would be a promise shared across
+   * requests; every checkout is then its own call.
+   */
+  coalesce?: boolean
 }
 
 /** What an OrderPlacer reports as it goes (metrics). */
@@ -51,12 +58,14 @@ const ignore: OrderPlacerEvents = { placed() {}, refused() {}, batched() {} }
 export class OrderPlacer {
   private readonly flashSale: FlashSaleSwitch
   private readonly batcher: Batcher
+  private readonly coalesce: boolean
 
   constructor(
     private readonly sql: Sql,
     options: OrderPlacerOptions = {},
     private readonly events: OrderPlacerEvents = ignore,
   ) {
+    this.coalesce = options.coalesce ?? true
     this.flashSale = new FlashSaleSwitch(sql, options.flashSaleCheckEveryMs ?? 1_000)
     this.batcher = new Batcher(sql, options.maxBatch ?? 500, options.batchesInFlight ?? 2, events)
   }
@@ -65,7 +74,7 @@ export class OrderPlacer {
   async place(request: PlaceRequest, idempotencyKey?: string): Promise<Placed> {
     try {
       const placed =
-        idempotencyKey === undefined && (await this.flashSale.active())
+        idempotencyKey === undefined && this.coalesce && (await this.flashSale.active())
           ? await this.batcher.submit(request)
           : await placeAlone(this.sql, request, idempotencyKey ?? null)
       if (!placed.replayed) this.events.placed(placed.orders.length)

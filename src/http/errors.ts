@@ -4,7 +4,7 @@ import { DatabaseUnreachableError } from '../db/failover.ts'
 import { DatabaseBusyError } from '../db/gate.ts'
 import { REFUSALS } from '../generated/sql.ts'
 import type { ErrorEnvelope } from '../models.ts'
-import type { Logger } from '../observability/logger.ts'
+import type { Logger } from '../observability/log.ts'
 import { requestInfo } from '../observability/plugin.ts'
 
 /** An error the API raises itself, with the HTTP status it means. */

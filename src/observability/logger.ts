@@ -2,18 +2,21 @@ import pino, { type Logger } from 'pino'
 import pretty from 'pino-pretty'
 
 export type { Logger }
+export { silentLogger } from './log.ts'
 
 /**
+ * The server entries' logger (Bun, Deno, Node; never on workerd, where pino
+ * has no JSON destination: src/observability/log.ts has consoleLogger).
  * One JSON line per event (request, error, lifecycle) in production; the same
  * events, human-readable, on a developer's terminal. Never logs headers or
  * bodies: nothing secret reaches the log.
  */
-export function createLogger(options: { level?: string; format?: 'json' | 'pretty' } = {}): Logger {
+export function createLogger(options: { level?: string; format?: 'json' | 'pretty'; base?: Record<string, unknown> } = {}): Logger {
   const level = options.level ?? 'info'
   const format = options.format ?? (process.stdout.isTTY && process.env.NODE_ENV !== 'production' ? 'pretty' : 'json')
   const base = {
     level,
-    base: { service: 'waitress' },
+    base: { service: 'waitress', ...options.base },
     timestamp: pino.stdTimeFunctions.isoTime,
     formatters: { level: (label: string) => ({ level: label }) },
   }
@@ -24,6 +27,3 @@ export function createLogger(options: { level?: string; format?: 'json' | 'prett
     ? pino(base, pretty({ colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'service', destination: stdout }))
     : pino(base, stdout)
 }
-
-/** A logger that drops everything (tests). */
-export const silentLogger = (): Logger => pino({ level: 'silent' })

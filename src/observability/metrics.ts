@@ -1,8 +1,13 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
 import type { GateStats } from '../db/gate.ts'
+import type { AppMetrics } from './app-metrics.ts'
 
-/** Prometheus metrics of one process, served at GET /metrics. */
-export class Metrics {
+/**
+ * Prometheus metrics of one process, served at GET /metrics: what the server
+ * entries (Bun, Deno, Node) pass to createApp. Not for workerd: prom-client's
+ * default metrics need process.cpuUsage, and a registry per isolate means nothing.
+ */
+export class Metrics implements AppMetrics {
   readonly registry = new Registry()
 
   readonly httpRequests = new Counter({
@@ -20,7 +25,7 @@ export class Metrics {
     registers: [this.registry],
   })
 
-  readonly ordersPlaced = new Counter({
+  readonly ordersPlacedTotal = new Counter({
     name: 'waitress_orders_placed_total',
     help: 'Orders created by checkouts.',
     registers: [this.registry],
@@ -40,21 +45,50 @@ export class Metrics {
     registers: [this.registry],
   })
 
-  readonly rateLimited = new Counter({
+  readonly rateLimitedTotal = new Counter({
     name: 'waitress_rate_limited_total',
     help: 'Requests refused with 429, by where the decision was made: process (this process\'s token bucket) or cluster (the window shared in PostgreSQL).',
     labelNames: ['scope'] as const,
     registers: [this.registry],
   })
 
-  readonly rateLimitReports = new Counter({
+  readonly rateLimitReportsTotal = new Counter({
     name: 'waitress_rate_limit_reports_total',
     help: 'Reports of admitted requests to the shared window (calls of api.rate_limit_hit): at most one per client per window.',
     registers: [this.registry],
   })
 
-  constructor(gateStats?: () => GateStats) {
-    collectDefaultMetrics({ register: this.registry, prefix: 'waitress_' })
+  request(labels: { method: string; route: string; status: string }, seconds: number) {
+    this.httpRequests.inc(labels)
+    this.httpDuration.observe(labels, seconds)
+  }
+
+  ordersPlaced(orders: number) {
+    this.ordersPlacedTotal.inc(orders)
+  }
+
+  checkoutRefused(code: string) {
+    this.checkoutRefusals.inc({ code })
+  }
+
+  checkoutBatched(size: number) {
+    this.checkoutBatchSize.observe(size)
+  }
+
+  rateLimited(scope: 'process' | 'cluster') {
+    this.rateLimitedTotal.inc({ scope })
+  }
+
+  rateLimitReported() {
+    this.rateLimitReportsTotal.inc()
+  }
+
+  async render() {
+    return { contentType: this.registry.contentType, body: await this.registry.metrics() }
+  }
+
+  constructor(gateStats?: () => GateStats, options: { defaultMetrics?: boolean } = {}) {
+    if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: 'waitress_' })
     if (gateStats) {
       new Gauge({
         name: 'waitress_db_pool_in_use',

@@ -1,7 +1,7 @@
 import { Elysia } from 'elysia'
 import type { AccessPlugin } from '../http/access.ts'
 import { ApiError } from '../http/errors.ts'
-import type { Metrics } from '../observability/metrics.ts'
+import type { AppMetrics } from '../observability/app-metrics.ts'
 
 const BEARER = /^Bearer +(\S+)$/i
 
@@ -24,9 +24,10 @@ export async function sameSecret(presented: string, expected: string): Promise<b
  * Prometheus metrics of this process, in the text format (not in the
  * envelope). A probe: no user token, not rate-limited. With `token`
  * (METRICS_TOKEN) the scraper must send `Authorization: Bearer <token>`
- * (else 401); without it anyone who reaches the port may read them.
+ * (else 401); without it anyone who reaches the port may read them. 404
+ * where the runtime keeps no process-wide registry (workerd).
  */
-export const metricsRoutes = (access: AccessPlugin, metrics: Metrics, token?: string) =>
+export const metricsRoutes = (access: AccessPlugin, metrics: AppMetrics, token?: string) =>
   new Elysia({ detail: { tags: ['health'] } }).use(access).get(
     '/metrics',
     async ({ request, set }) => {
@@ -37,8 +38,10 @@ export const metricsRoutes = (access: AccessPlugin, metrics: Metrics, token?: st
             'www-authenticate': 'Bearer realm="waitress-metrics"',
           })
       }
-      set.headers['content-type'] = metrics.registry.contentType
-      return metrics.registry.metrics()
+      if (!metrics.render) throw new ApiError(404, 'no metrics in this runtime: it keeps no process-wide registry')
+      const { contentType, body } = await metrics.render()
+      set.headers['content-type'] = contentType
+      return body
     },
     { access: 'probe', detail: { summary: 'Prometheus metrics of this process', hide: true } },
   )

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'bun:test'
 import { createApp } from '../../src/app.ts'
+import { Metrics } from '../../src/observability/metrics.ts'
 import { createSql, type Sql } from '../../src/db/client.ts'
 import { freePort } from '../../src/db/embedded.ts'
 import pino from 'pino'
@@ -79,7 +80,7 @@ describe('the API envelope', () => {
   })
 
   it('serves Prometheus metrics: requests by route and status, orders, refusals, the pool', async () => {
-    const app = createApp(apiSql(), { gateStats: () => ({ inUse: 3, waiting: 7 }) })
+    const app = createApp(apiSql(), { metrics: new Metrics(() => ({ inUse: 3, waiting: 7 })) })
     await app.handle(new Request('http://localhost/carts/987654321/checkout', { method: 'POST' }))
     await app.handle(new Request('http://localhost/healthz'))
     await Bun.sleep(10) // the request's own metrics are taken after its response

@@ -1,6 +1,7 @@
 import { expect } from 'bun:test'
 import { createApp } from '../../src/app.ts'
 import { createSql, type Sql } from '../../src/db/client.ts'
+import { Metrics } from '../../src/observability/metrics.ts'
 import { readFacts, startRun } from '../../proof/database-facts.ts'
 import { type Attempt, type Outcome, type Run, type Verdict } from '../../proof/judge.ts'
 import { outcomeOfHttp, outcomeOfSql } from '../../proof/outcomes.ts'
@@ -60,7 +61,7 @@ export async function flashSaleChannel(): Promise<Channel> {
 }
 
 export function httpChannel(checkout?: OrderPlacerOptions): Channel {
-  const server = createApp(apiSql(), { orderPlacer: checkout }).listen({ port: 0, hostname: '127.0.0.1' })
+  const server = createApp(apiSql(), { orderPlacer: checkout, metrics: new Metrics(undefined, { defaultMetrics: false }) }).listen({ port: 0, hostname: '127.0.0.1' })
   const baseUrl = `http://127.0.0.1:${server.server!.port}`
   const post = async (path: string, body?: unknown) => {
     try {
