@@ -3,13 +3,16 @@ set local role waitress_owner;
 
 -- The JSON shapes the REST API serves, defined once, next to the data, so
 -- that SQL callers and HTTP clients see the same documents. Ids are JSON
--- numbers; timestamps are ISO 8601 in the session's time zone. PL/pgSQL, not
+-- numbers; timestamps are ISO 8601 in UTC (+00:00) whatever the caller's
+-- session says: each function sets its own TimeZone, so no client has to send
+-- one (a transaction pooler keeps no session state). PL/pgSQL, not
 -- SQL: a SQL function that cannot be inlined (these pin search_path) plans
 -- its query again at every call; a PL/pgSQL one keeps its plan for the session.
 
 create function waitress.product_json(p_product waitress.products) returns jsonb
 language plpgsql stable
 set search_path = ''
+set timezone = 'UTC'
 as $$
 begin
   return (
@@ -32,6 +35,7 @@ $$;
 create function waitress.cart_item_json(p_item waitress.cart_items) returns jsonb
 language plpgsql stable
 set search_path = ''
+set timezone = 'UTC'
 as $$
 begin
   return (
@@ -53,6 +57,7 @@ $$;
 create function waitress.cart_json(p_cart waitress.carts) returns jsonb
 language plpgsql stable
 set search_path = ''
+set timezone = 'UTC'
 as $$
 begin
   return (
@@ -74,6 +79,7 @@ $$;
 create function waitress.order_json(p_order waitress.orders) returns jsonb
 language plpgsql stable
 set search_path = ''
+set timezone = 'UTC'
 as $$
 begin
   return (

@@ -202,6 +202,7 @@ language plpgsql
 stable
 security definer
 set search_path = ''
+set timezone = 'UTC'
 as $$
 begin
   perform waitress.check_page(p_limit, p_offset);
