@@ -19,13 +19,21 @@ export interface Config {
   /** Most database connections this process opens; keep it below the server's max_connections. */
   dbPoolMax: number
   /**
-   * The role requests run as (SET ROLE at connect): it may only call the API
-   * functions and read. Empty: the login's own privileges.
+   * Named prepared statements (DB_PREPARE, default true). Set false behind a
+   * transaction pooler (PgBouncer 1.18 keeps no prepared statement across
+   * transactions); it costs one more round trip per query with parameters.
+   */
+  dbPrepare: boolean
+  /**
+   * The role requests run as: a role default of the service's login (ALTER
+   * ROLE … SET role), never a startup parameter, so it holds through a
+   * transaction pooler. It may only call the API functions and read. Empty:
+   * the login's own privileges.
    */
   dbRole: string | undefined
   /** The service's sessions show under this name in pg_stat_activity (operators and fault tests find them by it). */
   dbApplicationName: string
-  /** Session limits in milliseconds: a statement, a lock wait, an idle transaction. */
+  /** Session limits in milliseconds: a statement, a lock wait, an idle transaction (role defaults of the login, like dbRole). */
   dbStatementTimeoutMs: number
   dbLockTimeoutMs: number
   dbIdleInTransactionTimeoutMs: number
@@ -73,8 +81,10 @@ export class ConfigError extends Error {}
 export const MIN_JWT_SECRET_LENGTH = 32
 export const MIN_METRICS_TOKEN_LENGTH = 16
 
-export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+/** Reads the settings from `env`: each entry passes its runtime's environment (process.env, Deno.env, workerd's bindings). */
+export function loadConfig(env: Record<string, string | undefined>): Config {
   const production = env.NODE_ENV === 'production'
+  for (const name of ['DATABASE_URL', 'APP_DATABASE_URL']) databaseUrl(env, name)
   const authJwtSecret = env.AUTH_JWT_SECRET || undefined
   if (authJwtSecret !== undefined && authJwtSecret.length < MIN_JWT_SECRET_LENGTH)
     throw new ConfigError(`AUTH_JWT_SECRET must be at least ${MIN_JWT_SECRET_LENGTH} characters (e.g. openssl rand -hex 32)`)
@@ -94,6 +104,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     embeddedPort: integer(env, 'EMBEDDED_PG_PORT', 0, 0, 65535),
     migrateOnStart: boolean(env, 'MIGRATE_ON_START', true),
     dbPoolMax: integer(env, 'DB_POOL_MAX', 4, 1, 1000),
+    dbPrepare: boolean(env, 'DB_PREPARE', true),
     dbRole: env.DB_ROLE === undefined ? 'waitress_api' : env.DB_ROLE || undefined,
     dbApplicationName: env.DB_APPLICATION_NAME || 'waitress',
     dbStatementTimeoutMs: durationMs(env, 'DB_STATEMENT_TIMEOUT', 5_000),
@@ -119,6 +130,24 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     purgeIntervalSeconds: integer(env, 'PURGE_INTERVAL', 3600, 0, 86_400),
     metricsToken,
   }
+}
+
+/**
+ * A postgres:// URL, or nothing; a malformed one is refused at start with
+ * its name and never its password. As lenient as postgres.js itself: several
+ * hosts (h1:5432,h2:5433) and an empty host (a Unix socket in ?host=) pass.
+ */
+function databaseUrl(env: Record<string, string | undefined>, name: string): string | undefined {
+  const raw = env[name]
+  if (!raw) return undefined
+  const match = /^(postgres(?:ql)?):\/\/(?:[^@/?#]*@)?([^/?#]*)(?:\/[^?#]*)?(?:\?[^#]*)?$/.exec(raw)
+  if (!match) throw new ConfigError(`${name} is not a postgres:// URL: expected postgres://user:password@host:port/database`)
+  for (const host of match[2].split(',')) {
+    const port = /^(?:\[[^\]]*\]|[^:]*)(?::(.*))?$/.exec(host)?.[1]
+    if (port !== undefined && port !== '' && !(/^\d{1,5}$/.test(port) && Number(port) <= 65535))
+      throw new ConfigError(`${name} has a malformed port "${port}": expected postgres://user:password@host:port/database`)
+  }
+  return raw
 }
 
 function integer(env: Record<string, string | undefined>, name: string, fallback: number, min: number, max: number): number {

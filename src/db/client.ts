@@ -7,28 +7,43 @@ export type Sql = postgres.Sql<{ bigint: number }>
 export interface SqlOptions {
   /** Most connections of the pool. */
   max?: number
-  /** Every session runs as this role (sent at connect). */
+  /**
+   * Named prepared statements (default true). False behind a transaction
+   * pooler (PgBouncer 1.18 keeps no prepared statement across transactions):
+   * DB_PREPARE=false. It costs a round trip per query with parameters.
+   */
+  prepare?: boolean
+  /** application_name of every session (default waitress): how pg_stat_activity tells this pool's sessions apart. PgBouncer keeps it per client. */
+  applicationName?: string
+  /**
+   * Direct connections only (tests, tools): a role and session limits sent
+   * as startup parameters. The service never sends them: PgBouncer refuses
+   * them (08P01 unsupported startup parameter), so they are role defaults of
+   * its login instead (src/db/app-login.ts, applySessionDefaults).
+   */
   role?: string
-  /** Session limits, in milliseconds (0 = none): no statement, lock wait or idle transaction runs unbounded. */
+  /** Direct connections only, like role: session limits in milliseconds (0 = none). */
   statementTimeoutMs?: number
   lockTimeoutMs?: number
   idleInTransactionTimeoutMs?: number
-  /** application_name of every session (default waitress): how pg_stat_activity tells this pool's sessions apart. */
-  applicationName?: string
 }
 
 /**
- * The one connection pool of a process. bigint (int8) columns arrive as JS
- * numbers: every id and amount here stays far below 2^53, and JSON clients
- * expect numbers.
+ * A connection pool (the service has one per process; workerd one per
+ * request). bigint (int8) columns arrive as JS numbers: every id and amount
+ * here stays far below 2^53, and JSON clients expect numbers. Nothing but
+ * user, database and application_name goes in the startup packet unless a
+ * direct-only option asks for it, so a transaction pooler accepts it.
  */
 export function createSql(url: string, options: SqlOptions = {}): Sql {
-  const limits: Record<string, string> = {}
-  if (options.statementTimeoutMs) limits.statement_timeout = String(options.statementTimeoutMs)
-  if (options.lockTimeoutMs) limits.lock_timeout = String(options.lockTimeoutMs)
-  if (options.idleInTransactionTimeoutMs) limits.idle_in_transaction_session_timeout = String(options.idleInTransactionTimeoutMs)
+  const startup: Record<string, string> = {}
+  if (options.statementTimeoutMs) startup.statement_timeout = String(options.statementTimeoutMs)
+  if (options.lockTimeoutMs) startup.lock_timeout = String(options.lockTimeoutMs)
+  if (options.idleInTransactionTimeoutMs) startup.idle_in_transaction_session_timeout = String(options.idleInTransactionTimeoutMs)
+  if (options.role) startup.role = options.role
   return postgres(url, {
     max: options.max ?? 10,
+    prepare: options.prepare ?? true,
     // A host that accepts TCP and never answers holds a new session this
     // long (postgres.js waits 30 s by default); a URL may set its own.
     ...(/[?&]connect_timeout=/.test(url) ? {} : { connect_timeout: 3 }),
@@ -37,12 +52,7 @@ export function createSql(url: string, options: SqlOptions = {}): Sql {
     // that long for the pool to notice; this stays under a second.
     backoff: (retries: number) => (0.5 + Math.random() / 2) * Math.min(3 ** retries / 100, 1),
     onnotice: () => {},
-    connection: {
-      application_name: options.applicationName ?? 'waitress',
-      TimeZone: 'UTC',
-      ...limits,
-      ...(options.role ? { role: options.role } : {}),
-    },
+    connection: { application_name: options.applicationName ?? 'waitress', ...startup },
     types: {
       bigint: {
         to: 20,
@@ -60,6 +70,8 @@ const RETRYABLE = new Set(['40001', '40P01'])
 export interface GatedOptions {
   /** Runs of a statement after a serialization failure or deadlock (default 3). */
   retries?: number
+  /** The pause before a retry (default: a setTimeout promise); each entry may pass its own. */
+  sleep?: (ms: number) => Promise<void>
   /**
    * Give up on a statement that has not answered within this many
    * milliseconds (0: never), counting every run of it: it is cancelled and
@@ -84,11 +96,16 @@ export interface GatedOptions {
 /** Runs of a statement that never reached a server, when no deadline bounds them. */
 const UNSENT_RUNS_WITHOUT_DEADLINE = 5
 
+const defaultSleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
+
 /**
  * The pool behind a Gate: every query (a tagged-template call) waits its turn
  * in the gate, and one that fails with a serialization failure or deadlock is
  * run again, at most `retries` times, after a random pause. Every API query
  * is a single statement, so running it again is safe.
+ *
+ * Without a gate (workerd: a gate's queue would settle other requests'
+ * promises) only the retries and the deadline apply.
  *
  * Failover: a statement that never reached a server (no connection, a
  * standby's 25006, a server starting up) is run again after a short pause
@@ -96,14 +113,16 @@ const UNSENT_RUNS_WITHOUT_DEADLINE = 5
  * is not (it may have committed). Either fails as a DatabaseUnreachableError
  * that says which, never as a raw connection error.
  */
-export function gated(sql: Sql, gate: Gate, options: GatedOptions = {}): Sql {
+export function gated(sql: Sql, gate: Gate | undefined, options: GatedOptions = {}): Sql {
   const retries = options.retries ?? 3
+  const sleep = options.sleep ?? defaultSleep
+  const run = <T>(work: () => Promise<T>) => (gate ? gate.run(work) : work())
   const queryTimeoutMs = options.queryTimeoutMs ?? 0
   const isQuery = (args: unknown[]) => Array.isArray(args[0]) && 'raw' in (args[0] as object)
   return new Proxy(sql, {
     apply(target, thisArg, args) {
       if (!isQuery(args)) return Reflect.apply(target, thisArg, args)
-      return gate.run(async () => {
+      return run(async () => {
         const deadline = queryTimeoutMs > 0 ? performance.now() + queryTimeoutMs : Infinity
         let unsent = 0
         for (let attempt = 0; ; ) {
@@ -118,13 +137,13 @@ export function gated(sql: Sql, gate: Gate, options: GatedOptions = {}): Sql {
               const pause = 100 + Math.random() * 200
               const again = deadline === Infinity ? ++unsent < UNSENT_RUNS_WITHOUT_DEADLINE : performance.now() + pause + 200 < deadline
               if (failure === 'not-sent' && again) {
-                await Bun.sleep(pause)
+                await sleep(pause)
                 continue
               }
               throw error instanceof DatabaseUnreachableError ? error : new DatabaseUnreachableError(failure, error)
             }
             if (attempt++ >= retries || !(error instanceof postgres.PostgresError) || !RETRYABLE.has(error.code)) throw error
-            await Bun.sleep(5 + Math.random() * 20 * attempt)
+            await sleep(5 + Math.random() * 20 * attempt)
           }
         }
       })

@@ -21,6 +21,7 @@ describe('configuration', () => {
       embeddedPort: 0,
       migrateOnStart: true,
       dbPoolMax: 4,
+      dbPrepare: true,
       dbRole: 'waitress_api',
       dbApplicationName: 'waitress',
       dbStatementTimeoutMs: 5000,
