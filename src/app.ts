@@ -2,7 +2,7 @@ import { Elysia, type AnyElysia, type ElysiaConfig } from 'elysia'
 import type { Sql } from './db/client.ts'
 import { createAccess } from './http/access.ts'
 import { jsonBodies } from './http/body.ts'
-import { docsRoutes } from './http/docs.ts'
+import { docsRoutes, type DocsAssets } from './http/docs.ts'
 import { errorHandler } from './http/errors.ts'
 import { openApiDocument } from './http/openapi.ts'
 import { createRateLimiter, postgresReport, type InProcessRateLimiter, type RateLimitOptions } from './http/rate-limit.ts'
@@ -57,6 +57,11 @@ export interface AppOptions {
   clock?: () => number
   /** Called once a request's log line and metrics are written (see observability()); the workers entry waits for it. */
   onResponded?: (request: Request) => void
+  /**
+   * Swagger UI's script and stylesheet for the docs page (src/http/swagger-ui-assets.ts);
+   * without them those two paths are 404, for a runtime that serves them itself (workerd's static assets).
+   */
+  docsAssets?: DocsAssets
   /** Elysia's adapter for the runtime: CloudflareAdapter under workerd; the default (Bun, or Web Standard) elsewhere. */
   adapter?: ElysiaConfig<''>['adapter']
 }
@@ -108,7 +113,7 @@ export function createApp(sql: Sql, options: AppOptions = {}) {
     .use(errorHandler(logger))
     .use(access.plugin)
     .use(jsonBodies(options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES))
-    .use(docsRoutes(access.plugin, { title: 'Waitress API', document: (): unknown => openApiDocument(routes(), { info: INFO, exclude: ['/metrics'] }) }))
+    .use(docsRoutes(access.plugin, { title: 'Waitress API', document: (): unknown => openApiDocument(routes(), { info: INFO, exclude: ['/metrics'] }), assets: options.docsAssets }))
     .use(healthRoutes(sql, access.plugin, { accepting: options.accepting ?? (() => true) }))
     .use(metricsRoutes(access.plugin, metrics, options.metricsToken))
     .use(productRoutes(sql, access.plugin))

@@ -78,6 +78,23 @@ export interface Config {
 
 export class ConfigError extends Error {}
 
+/**
+ * Every variable loadConfig reads: what an entry copies out of its
+ * environment (the Deno entry may read only these: --allow-env lists them,
+ * tests/runtimes/entries.test.ts keeps the two lists equal).
+ */
+export const CONFIG_VARIABLES = [
+  'NODE_ENV', 'PORT', 'HOST', 'REUSE_PORT', 'DATABASE_URL', 'APP_DATABASE_URL', 'EMBEDDED_PG_DIR', 'EMBEDDED_PG_PORT',
+  'MIGRATE_ON_START', 'DB_POOL_MAX', 'DB_PREPARE', 'DB_ROLE', 'DB_APPLICATION_NAME', 'DB_STATEMENT_TIMEOUT', 'DB_LOCK_TIMEOUT',
+  'DB_IDLE_IN_TRANSACTION_TIMEOUT', 'DB_QUEUE_MAX', 'DB_QUEUE_TIMEOUT', 'FLASH_SALE_CHECK_EVERY', 'FLASH_SALE_MAX_BATCH',
+  'FLASH_SALE_BATCHES_IN_FLIGHT', 'SHUTDOWN_TIMEOUT', 'LOG_LEVEL', 'LOG_FORMAT', 'ORDER_PAYMENT_TTL', 'EXPIRE_ORDERS_EVERY',
+  'AUTH_JWT_SECRET', 'RATE_LIMIT', 'RATE_LIMIT_WINDOW', 'MAX_BODY_BYTES', 'PURGE_INTERVAL',
+] as const
+
+/** The configuration variables out of an environment that can only be asked name by name (Deno.env.get, workerd's env). */
+export const configEnv = (get: (name: string) => string | undefined): Record<string, string | undefined> =>
+  Object.fromEntries(CONFIG_VARIABLES.map((name) => [name, get(name)]))
+
 export const MIN_JWT_SECRET_LENGTH = 32
 export const MIN_METRICS_TOKEN_LENGTH = 16
 

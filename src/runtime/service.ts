@@ -21,6 +21,7 @@ import { redact } from '../db/url.ts'
 import { startPurging } from '../db/maintenance.ts'
 import { startExpiryTimer } from '../expiry.ts'
 import { MIGRATIONS } from '../generated/sql.ts'
+import { swaggerUiAssets } from '../http/swagger-ui-assets.ts'
 import { Metrics } from '../observability/metrics.ts'
 
 const QUERY_TIMEOUT_MARGIN_MS = 1_000
@@ -177,6 +178,7 @@ export async function startService(options: { config: Config; logger: Logger; da
     rateLimit: { limit: config.rateLimit, windowSeconds: config.rateLimitWindowSeconds, delayMs: config.rateLimitDelayMs },
     maxBodyBytes: config.maxBodyBytes,
     metricsToken: config.metricsToken,
+    docsAssets: swaggerUiAssets,
     orderPlacer: {
       coalesce: true,
       flashSaleCheckEveryMs: config.flashSaleCheckEveryMs,

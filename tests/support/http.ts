@@ -1,7 +1,8 @@
 import { createApp } from '../../src/app.ts'
+import { swaggerUiAssets } from '../../src/http/swagger-ui-assets.ts'
 import { apiSql } from './db.ts'
 
-export const app = createApp(apiSql())
+export const app = createApp(apiSql(), { docsAssets: swaggerUiAssets })
 
 export interface Reply<T = any> {
   status: number
