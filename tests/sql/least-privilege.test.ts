@@ -5,9 +5,10 @@ import { appDatabaseUrl, appLogin, testDatabaseUrl, testSql } from '../support/d
 import { cartFor, createProduct, newUserId, refusal, stockOf } from '../support/fixtures.ts'
 
 const sql = testSql()
-// The service's login exactly as it connects, but without SET ROLE at connect:
-// whatever this pool can do, a compromised service could do.
-const app = createSql(appDatabaseUrl(), { max: 2 })
+// The service's login exactly as it connects, but out of its default role
+// (role=none: as SET ROLE NONE): whatever this pool can do, a compromised
+// service could do.
+const app = createSql(appDatabaseUrl(), { max: 2, role: 'none' })
 afterAll(() => app.end({ timeout: 5 }))
 
 const [{ owner }] = await sql`select current_user as owner`
