@@ -113,6 +113,11 @@ export async function applySessionDefaults(sql: Sql, login: string | 'self', def
       await tx.unsafe(statement)
       changed.push(value === undefined ? `${setting} reset` : `${setting}=${value}`)
     }
+    // This very session goes back to the pool (a pooler's server connection
+    // outlives the client): give it now what the defaults give new sessions.
+    // A plain (session) set_config after SET LOCAL ROLE NONE outlives the commit.
+    if (login === 'self' && changed.length)
+      for (const [setting, value] of defaultsWanted(defaults)) await tx`select pg_catalog.set_config(${setting}, ${value ?? 'none'}, false)`
     return changed
   })
 }
@@ -160,39 +165,22 @@ export async function ensureAppLogin(
   return url.toString()
 }
 
-/** Whether `url` logs in (a wrong password, a missing login: false). */
-export async function canLogIn(url: string, prepare?: boolean): Promise<boolean> {
-  const sql = createSql(url, { max: 1, prepare, connectTimeoutSeconds: 10 })
-  try {
-    await sql`select 1`
-    return true
-  } catch {
-    return false
-  } finally {
-    await sql.end({ timeout: 5 }).catch(() => {})
-  }
-}
-
 /**
  * The shape "DATABASE_URL alone": the service makes DERIVED_LOGIN for itself
  * with the administrator's connection (its password derived from the
- * administrator's, its secret stable), and serves as it, so requests act only
- * as the API role even through a transaction pooler, with no SET ROLE on any
- * request. The password is set only when the login does not log in with it
- * already. Returns the login's URL (same host, port and database).
+ * administrator's, its SCRAM secret stable, so setting it again changes
+ * nothing), and serves as it, so requests act only as the API role even
+ * through a transaction pooler, with no SET ROLE on any request. Nothing
+ * logs in as it before its defaults are set: a pooler would keep that
+ * session, without them, for the requests. Returns the login's URL (same
+ * host, port and database).
  */
 export async function ensureDerivedLogin(adminUrl: string, options: { defaults: SessionDefaults; prepare?: boolean }): Promise<string> {
-  const admin = new URL(adminUrl)
-  const password = await derivePassword(decodeURIComponent(admin.password), DERIVED_LOGIN)
-  const url = new URL(adminUrl)
-  url.username = DERIVED_LOGIN
-  url.password = password
-  const loggedIn = await canLogIn(url.toString(), options.prepare)
+  const password = await derivePassword(decodeURIComponent(new URL(adminUrl).password), DERIVED_LOGIN)
   return ensureAppLogin(adminUrl, await scramSecret(password), DERIVED_LOGIN, {
     defaults: options.defaults,
     urlPassword: password,
     prepare: options.prepare,
-    setPassword: !loggedIn,
   })
 }
 

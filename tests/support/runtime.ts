@@ -66,8 +66,8 @@ export function descendants(pid: number): number[] {
  * Starts `npm run <script>` for a runtime as a real process on a free port,
  * as a user would, and waits until it answers /healthz.
  */
-export async function startRuntime(runtime: Runtime, env: Record<string, string>, options: { timeoutMs?: number } = {}): Promise<RunningRuntime> {
-  const port = await lowFreePort()
+export async function startRuntime(runtime: Runtime, env: Record<string, string>, options: { timeoutMs?: number; port?: number } = {}): Promise<RunningRuntime> {
+  const port = options.port ?? (await lowFreePort())
   const child = Bun.spawn(['npm', 'run', '--silent', RUNTIMES[runtime]], {
     cwd: ROOT,
     env: {
@@ -103,7 +103,9 @@ export async function startRuntime(runtime: Runtime, env: Record<string, string>
   const baseUrl = `http://127.0.0.1:${port}`
   const deadline = Date.now() + (options.timeoutMs ?? 90_000)
   for (;;) {
-    if (await fetch(`${baseUrl}/healthz`).then((r) => r.ok, () => false)) break
+    // With several processes on one port (REUSE_PORT), another may answer first: wait for this one's own word.
+    const listening = lines.some((line) => line.includes('"msg":"listening"')) || (runtime === 'workers' && lines.some((line) => line.includes('Ready on')))
+    if (listening && (await fetch(`${baseUrl}/healthz`).then((r) => r.ok, () => false))) break
     if (child.exitCode !== null || Date.now() > deadline) {
       for (const pid of descendants(child.pid)) kill(pid)
       child.kill('SIGKILL')
