@@ -1,5 +1,7 @@
-# The API on the official Bun image. Migrations run at start (MIGRATE_ON_START).
-FROM oven/bun:1
+# The API on the official Bun image, pinned to the Bun of package.json.
+# Migrations run at start (MIGRATE_ON_START). The exec form of CMD makes Bun
+# PID 1, so docker stop's SIGTERM reaches it and it drains before exiting.
+FROM oven/bun:1.4.5
 WORKDIR /app
 COPY package.json package-lock.json ./
 # patch-package applies patches/ at install (postinstall)

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'bun:test'
 import { readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
-import { CONFIG_VARIABLES } from '../../src/config.ts'
+import { CONFIG_VARIABLES, loadConfig } from '../../src/config.ts'
 
 const root = resolve(import.meta.dir, '../..')
 const lock = JSON.parse(readFileSync(resolve(root, 'package-lock.json'), 'utf8'))
@@ -54,5 +54,23 @@ describe('installs wherever a user is', () => {
     const read = new Set([...source.matchAll(/env\.([A-Z][A-Z0-9_]+)|env, '([A-Z][A-Z0-9_]+)'/g)].map((m) => m[1] ?? m[2]))
     for (const name of ['DATABASE_URL', 'APP_DATABASE_URL']) read.add(name)
     expect([...read].sort()).toEqual([...CONFIG_VARIABLES].sort())
+  })
+})
+
+describe('docker compose', () => {
+  const compose = Bun.YAML.parse(readFileSync(resolve(root, 'docker-compose.yml'), 'utf8')) as any
+  const seconds = (text: string) => Number(/^(\d+)s$/.exec(text)![1])
+
+  it('checks the API with /readyz, restarts it, and gives it time to drain and close its pool', () => {
+    const api = compose.services.api
+    expect(api.healthcheck.test.join(' ')).toContain('/readyz')
+    expect(api.restart).toBe('unless-stopped')
+    const config = loadConfig(api.environment)
+    expect(seconds(api.stop_grace_period)).toBeGreaterThanOrEqual(config.shutdownTimeoutMs / 1000 + 5)
+  })
+
+  it('pins its images to versions', () => {
+    expect(compose.services.db.image).toMatch(/^postgres:\d+\.\d+/)
+    expect(readFileSync(resolve(root, 'Dockerfile'), 'utf8')).toContain(`FROM oven/bun:${pkg.dependencies.bun.replace(/^\^/, '')}`)
   })
 })

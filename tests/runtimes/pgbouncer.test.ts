@@ -186,6 +186,7 @@ describe.skipIf(!installed)('behind PgBouncer in transaction mode', () => {
       expect(second.filter((ran) => ran !== null)).toHaveLength(0)
     } finally {
       await Promise.all(clients.map((client) => client.end({ timeout: 2 })))
+      await sql`delete from waitress.job_leases where job = 'expire_orders'`
     }
   })
 })
