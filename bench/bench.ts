@@ -463,6 +463,11 @@ async function checkInvariants(ctx: Context, mode: Mode, products: number[], bef
 // ---------------------------------------------------------- the service
 
 async function startService(databaseUrl: string, runDir: string, children: Context['children']) {
+  // Hook for a pooler in front of the database (a --pgbouncer mode): the
+  // service connects through BENCH_SERVICE_DATABASE_URL (e.g. a PgBouncer from
+  // tests/support/pgbouncer.ts, with DB_PREPARE=false in the environment)
+  // while the bench's own checks keep reading DATABASE_URL directly.
+  databaseUrl = process.env.BENCH_SERVICE_DATABASE_URL || databaseUrl
   const port = await freePort()
   const logFile = join(runDir, 'service.log')
   const child = Bun.spawn([process.execPath, 'src/server.ts'], {

@@ -59,7 +59,7 @@ describe.skipIf(!cronDatabase)('expiry scheduled in pg_cron', () => {
       await cron.end({ timeout: 5 })
     }
     const states = await sql<{ id: number; state: string }[]>`select id, state::text from waitress.orders where id in (${overdue}, ${fresh}) order by id`
-    expect(states).toEqual([
+    expect([...states]).toEqual([
       { id: overdue, state: 'expired' },
       { id: fresh, state: 'pending' },
     ])
