@@ -69,7 +69,8 @@ function current(): Sql {
 const app = createApp(requestSql, {
   logger,
   authJwtSecret: config.authJwtSecret,
-  rateLimit: { limit: config.rateLimit, windowSeconds: config.rateLimitWindowSeconds },
+  // Per isolate: a token bucket per client, over the window shared in PostgreSQL (reported on the request's own client).
+  rateLimit: { limit: config.rateLimit, windowSeconds: config.rateLimitWindowSeconds, delayMs: config.rateLimitDelayMs },
   maxBodyBytes: config.maxBodyBytes,
   // Cloudflare's edge sets it; so does wrangler dev.
   clientAddress: (request) => request.headers.get('cf-connecting-ip') ?? undefined,

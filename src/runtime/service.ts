@@ -15,7 +15,7 @@ import { createApp, type App, type AppOptions } from '../app.ts'
 import type { Config } from '../config.ts'
 import { createSql, gated, type Sql } from '../db/client.ts'
 import { applySessionDefaults, DERIVED_LOGIN, ensureDerivedLogin, type SessionDefaults } from '../db/app-login.ts'
-import { replaceablePool } from '../db/failover.ts'
+import { primaryUrl, replaceablePool } from '../db/failover.ts'
 import { Gate } from '../db/gate.ts'
 import { redact } from '../db/url.ts'
 import { startPurging } from '../db/maintenance.ts'
@@ -71,13 +71,14 @@ export const sessionDefaults = (config: Config): SessionDefaults => ({
 async function servingLogin(config: Config, database: ServiceDatabase, logger: Logger): Promise<{ url: string; login: string }> {
   const defaults = sessionDefaults(config)
   if (database.appUrl) {
-    // The app's own login sets its own defaults (it may, once out of its default role).
-    const own = createSql(database.appUrl, { max: 1, prepare: config.dbPrepare })
+    // The app's own login sets its own defaults (it may, once out of its default role),
+    // on the primary when the URL lists several hosts (a standby is read-only).
+    const own = createSql(await primaryUrl(database.appUrl), { max: 1, prepare: config.dbPrepare })
     try {
       const changed = await applySessionDefaults(own, 'self', defaults)
       if (changed.length) logger.info({ changed }, 'session defaults of the service login set')
     } catch (error) {
-      if (!isPermissionError(error)) throw error
+      if (!isPermissionError(error) && !isReadOnlyError(error)) throw error
       logger.warn({ reason: describeError(error) }, 'could not set the session defaults of APP_DATABASE_URL\'s login; checking what it has')
     } finally {
       await own.end({ timeout: 5 })
@@ -219,15 +220,14 @@ export async function startService(options: { config: Config; logger: Logger; da
   return { app, sql, listening, shutdown }
 }
 
+/** The user of a connection URL (several hosts, h1:p1,h2:p2, make no WHATWG URL). */
 function loginOf(url: string): string {
-  try {
-    return decodeURIComponent(new URL(url).username) || '(default user)'
-  } catch {
-    return '(unparseable URL)'
-  }
+  const user = /^postgres(?:ql)?:\/\/([^:@/]*)(?::[^@/]*)?@/.exec(url)?.[1]
+  return user ? decodeURIComponent(user) : '(default user)'
 }
 
 const isPermissionError = (error: unknown) => (error as { code?: string }).code === '42501'
+const isReadOnlyError = (error: unknown) => (error as { code?: string }).code === '25006'
 
 /** One line: what the database or the network said, with nothing secret. */
 export function describeError(error: unknown): string {
