@@ -18,7 +18,7 @@ create table waitress.job_leases (
 comment on table waitress.job_leases is
   'When each periodic job last ran, in any process: the lease that makes it run once per period.';
 
-create function waitress.take_job_lease(p_job text, p_every interval) returns boolean
+create function api.take_job_lease(p_job text, p_every interval) returns boolean
 language plpgsql
 security definer
 set search_path = ''
@@ -40,9 +40,11 @@ begin
 end
 $$;
 
-comment on function waitress.take_job_lease(text, interval) is
+comment on function api.take_job_lease(text, interval) is
   'True (and the lease renewed) when job p_job last ran p_every or longer ago and nobody runs it now; else false. '
-  'The lock and the lease end with the calling statement''s transaction.';
+  'The lock and the lease end with the calling statement''s transaction: take it in the statement that does the job, '
+  'e.g. with lease as (select api.take_job_lease(''purge'', interval ''1 hour'') as taken) '
+  'select case when taken then api.purge_idempotency_keys() end from lease.';
 
 create function api.expire_orders_due(p_ttl interval, p_every interval, p_limit integer default 500) returns integer
 language plpgsql
@@ -50,7 +52,7 @@ security definer
 set search_path = ''
 as $$
 begin
-  if not waitress.take_job_lease('expire_orders', p_every) then
+  if not api.take_job_lease('expire_orders', p_every) then
     return null;
   end if;
   return api.expire_orders(p_ttl, p_limit);
@@ -62,26 +64,8 @@ comment on function api.expire_orders_due(interval, interval, integer) is
   'What each service process calls on its timer: the first batch of a period runs once across processes; '
   'while it returns p_limit, call api.expire_orders for the rest.';
 
-create function api.purge_due(p_every interval, out idempotency_keys integer, out rate_limit_windows integer)
-language plpgsql
-security definer
-set search_path = ''
-as $$
-begin
-  if waitress.take_job_lease('purge', p_every) then
-    idempotency_keys := api.purge_idempotency_keys();
-    rate_limit_windows := api.purge_rate_limit_windows();
-  end if;
-end
-$$;
-
-comment on function api.purge_due(interval) is
-  'Purges expired idempotency keys and ended rate-limit windows if no process did within p_every; '
-  'both counts are null when skipped.';
-
 -- migrate:down
 set local role waitress_owner;
-drop function if exists api.purge_due(interval);
 drop function if exists api.expire_orders_due(interval, interval, integer);
-drop function if exists waitress.take_job_lease(text, interval);
+drop function if exists api.take_job_lease(text, interval);
 drop table if exists waitress.job_leases;

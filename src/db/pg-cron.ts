@@ -1,5 +1,10 @@
 import { createSql } from './client.ts'
 
+/** The purge of src/db/maintenance.ts (purgeIfDue), as one statement under the same lease. */
+const PURGE_COMMAND =
+  "with lease as (select api.take_job_lease('purge', interval '50 minutes') as taken) " +
+  'select case when taken then api.purge_idempotency_keys() end, case when taken then api.purge_rate_limit_windows() end from lease'
+
 /** The names of this database's jobs in cron.job. */
 export const cronJobNames = (database: string) => ({ expire: `waitress-expire-orders@${database}`, purge: `waitress-purge@${database}` })
 
@@ -47,8 +52,7 @@ export async function schedulePgCron(adminUrl: string, options: CronSchedule): P
                format('select api.expire_orders_due(make_interval(secs => %s), interval %L, 10000)', ${ttl}::integer, '50 seconds'),
                ${database}, ${options.login}) as expire`
     const [{ purge }] = await cron<{ purge: number }[]>`
-      select cron.schedule_in_database(${names.purge}, '17 * * * *', 'select * from api.purge_due(interval ''50 minutes'')',
-               ${database}, ${options.login}) as purge`
+      select cron.schedule_in_database(${names.purge}, '17 * * * *', ${PURGE_COMMAND}, ${database}, ${options.login}) as purge`
     return { expire: Number(expire), purge: Number(purge), cronDatabase }
   } finally {
     await cron.end({ timeout: 5 })

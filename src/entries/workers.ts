@@ -28,6 +28,7 @@ import { createApp } from '../app.ts'
 import { configEnv, loadConfig } from '../config.ts'
 import { DERIVED_LOGIN, derivePassword } from '../db/app-login.ts'
 import { createSql, gated, type Sql } from '../db/client.ts'
+import { purgeIfDue } from '../db/maintenance.ts'
 import { expireOverdueOrders } from '../expiry.ts'
 import { consoleLogger } from '../observability/log.ts'
 
@@ -144,9 +145,8 @@ export default {
           if (expired > 0) logger.info({ expired }, 'expired overdue orders')
         }
         if (config.purgeIntervalSeconds > 0) {
-          const [row] = await sql<{ keys: number | null; windows: number | null }[]>`
-            select idempotency_keys as keys, rate_limit_windows as windows from api.purge_due(make_interval(secs => ${config.purgeIntervalSeconds * 0.9}))`
-          if ((row.keys ?? 0) > 0 || (row.windows ?? 0) > 0) logger.info({ idempotency_keys: row.keys, rate_limit_windows: row.windows }, 'purged')
+          const purged = await purgeIfDue(sql, config.purgeIntervalSeconds * 0.9)
+          if (purged && (purged.idempotency_keys > 0 || purged.rate_limit_windows > 0)) logger.info(purged, 'purged')
         }
       } catch (error) {
         logger.error({ error: String(error) }, 'scheduled maintenance failed')

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'bun:test'
 import { createApp } from '../../src/app.ts'
 import { ConfigError, loadConfig } from '../../src/config.ts'
+import { Metrics } from '../../src/observability/metrics.ts'
 import { sameSecret } from '../../src/routes/metrics.ts'
 import { apiSql, testSql } from '../support/db.ts'
 import { bearer, TEST_SECRET } from '../support/auth.ts'
@@ -9,8 +10,8 @@ import { expectErrorEnvelope, requester } from '../support/http.ts'
 
 const sql = testSql()
 const METRICS_TOKEN = 'scrape-0123456789abcdef'
-const secured = requester(createApp(apiSql(), { authJwtSecret: TEST_SECRET, rateLimit: { limit: 1, windowSeconds: 86_400 } }))
-const scraped = requester(createApp(apiSql(), { authJwtSecret: TEST_SECRET, metricsToken: METRICS_TOKEN }))
+const secured = requester(createApp(apiSql(), { authJwtSecret: TEST_SECRET, rateLimit: { limit: 1, windowSeconds: 86_400 }, metrics: new Metrics() }))
+const scraped = requester(createApp(apiSql(), { authJwtSecret: TEST_SECRET, metricsToken: METRICS_TOKEN, metrics: new Metrics() }))
 
 describe('probes, with authentication on', () => {
   it('/healthz, /readyz and /metrics answer without a token, however often (no rate limit)', async () => {

@@ -1,5 +1,6 @@
 import { afterAll, describe, expect, it } from 'bun:test'
 import { createApp } from '../../src/app.ts'
+import { Metrics } from '../../src/observability/metrics.ts'
 import { createSql } from '../../src/db/client.ts'
 import { InProcessRateLimiter, postgresReport } from '../../src/http/rate-limit.ts'
 import { apiSql, appDatabaseUrl, testSql } from '../support/db.ts'
@@ -43,7 +44,7 @@ describe('rate limiting', () => {
         return Reflect.apply(target, thisArg, args)
       },
     })
-    const flooded = requester(createApp(counted, { authJwtSecret: TEST_SECRET, rateLimit: limited }))
+    const flooded = requester(createApp(counted, { authJwtSecret: TEST_SECRET, rateLimit: limited, metrics: new Metrics() }))
     const flooder = await bearer(newUserId())
     const statuses = new Map<number, number>()
     for (let i = 0; i < 500; i++) {
