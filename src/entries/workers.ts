@@ -28,6 +28,7 @@ import { createApp } from '../app.ts'
 import { configEnv, loadConfig } from '../config.ts'
 import { DERIVED_LOGIN, derivePassword } from '../db/app-login.ts'
 import { createSql, gated, type Sql } from '../db/client.ts'
+import { DatabaseUnreachableError } from '../db/failover.ts'
 import { purgeIfDue } from '../db/maintenance.ts'
 import { expireOverdueOrders } from '../expiry.ts'
 import { consoleLogger } from '../observability/log.ts'
@@ -102,20 +103,19 @@ const openClient = (url: string) =>
     queryTimeoutMs: config.dbStatementTimeoutMs > 0 ? config.dbStatementTimeoutMs + QUERY_TIMEOUT_MARGIN_MS : 0,
   })
 
-const unavailable = (message: string) =>
-  new Response(JSON.stringify({ error: message, meta: { http_status: 503 } }), {
-    status: 503,
-    headers: { 'content-type': 'application/json; charset=utf-8', 'retry-after': '5' },
-  })
+// Said once per isolate (a boolean, nothing that belongs to a request).
+let toldNoDatabase = false
+const noDatabase = (): Sql => {
+  if (!toldNoDatabase) logger.error({ reason: 'no HYPERDRIVE binding, APP_DATABASE_URL or DATABASE_URL' }, 'no database')
+  toldNoDatabase = true
+  throw new DatabaseUnreachableError('not-sent', new Error('the service has no database configured'))
+}
 
 export default {
   async fetch(request: Request, _env: Env, ctx: ExecutionContext): Promise<Response> {
     const url = await databaseUrl()
-    if (!url) {
-      logger.error({ reason: 'no HYPERDRIVE binding, APP_DATABASE_URL or DATABASE_URL' }, 'no database')
-      return unavailable('the service has no database configured')
-    }
-    const own: RequestScope = { open: () => openClient(url) }
+    // Without a database /healthz and the docs still answer; anything that needs it is 503.
+    const own: RequestScope = { open: () => (url ? openClient(url) : noDatabase()) }
     const logged = new Promise<void>((resolve) => responded.set(request, resolve))
     try {
       return await scope.run(own, () => app.fetch(request))

@@ -62,7 +62,8 @@ for (const runtime of selected)
         // Counted per client in the database: the bucket must be the client's own address.
         RATE_LIMIT: '100000',
         FLASH_SALE_CHECK_EVERY: '0',
-        EXPIRE_ORDERS_EVERY: '0',
+        // The server processes' timers stay off; workerd has none (its Cron Trigger is run by hand below).
+        EXPIRE_ORDERS_EVERY: runtime === 'workers' ? '60s' : '0',
         PURGE_INTERVAL: '0',
       })
       base = service.baseUrl
@@ -179,6 +180,16 @@ for (const runtime of selected)
       expect(result.verdict.ok).toBe(true)
       expect(result.checkouts.filter((c) => c.outcome.kind === 'accepted').length).toBeGreaterThan(0)
     }, 120_000)
+
+    if (runtime === 'workers')
+      it('runs expiry from its Cron Trigger, under the same lease as the server processes', async () => {
+        await sql`delete from waitress.job_leases where job = 'expire_orders'`
+        const ran = await fetch(`${base}/__scheduled?cron=*+*+*+*+*`)
+        expect(ran.status).toBe(200)
+        const [lease] = await sql<{ recent: boolean }[]>`
+          select ran_at > now() - interval '1 minute' as recent from waitress.job_leases where job = 'expire_orders'`
+        expect(lease).toEqual({ recent: true })
+      })
 
     it('logs JSON lines, and stops cleanly on a SIGTERM sent to npm', async () => {
       const logs = service.logs()
