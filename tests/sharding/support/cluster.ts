@@ -1,0 +1,108 @@
+import { createSql, type Sql } from '../../../src/db/client.ts'
+import { shardingAvailable, startLocalCluster, type ClusterOptions, type LocalCluster } from '../../../scripts/local-shards.ts'
+
+/**
+ * Whether the sharding tests run here: they need PostgreSQL 15 and PL/Proxy
+ * (scripts/ci-sharding.sh installs them); SHARDING_TESTS=0 skips them.
+ */
+export const sharding = (() => {
+  if (process.env.SHARDING_TESTS === '0') return { ok: false as const, reason: 'SHARDING_TESTS=0' }
+  return shardingAvailable()
+})()
+if (!sharding.ok) console.warn(`tests/sharding skipped: ${sharding.reason}`)
+
+export interface TestCluster extends LocalCluster {
+  /** The router as its owner (fixtures, checks). */
+  router: Sql
+  /** The router as the service connects: waitress_app acting as waitress_api. */
+  api: Sql
+  /** Each shard as its owner, in shard order. */
+  shards: Sql[]
+  close(): Promise<void>
+}
+
+export async function startTestCluster(options: ClusterOptions = {}): Promise<TestCluster> {
+  const cluster = await startLocalCluster(options)
+  const router = createSql(cluster.routerUrl, { max: 10 })
+  const api = createSql(cluster.appUrl, { max: 10, role: 'waitress_api' })
+  const shards = cluster.shardUrls.map((url) => createSql(url, { max: 5 }))
+  return {
+    ...cluster,
+    router,
+    api,
+    shards,
+    async close() {
+      await Promise.all([router, api, ...shards].map((sql) => sql.end({ timeout: 5 })))
+      cluster.destroy()
+    },
+  }
+}
+
+let shared: Promise<TestCluster> | undefined
+
+/** One router and two shards on one server, shared by the test files of this process (removed at exit). */
+export function sharedCluster(): Promise<TestCluster> {
+  shared ??= startTestCluster({ shards: 2, prefix: 'shared_' })
+  return shared
+}
+
+let nextUser = 7_000_000 + Math.floor(Math.random() * 1_000_000) * 100
+
+/** User ids whose partition is on the given shard (of a cluster of `shards`), each used once. */
+export async function usersOn(router: Sql, shard: number, count: number): Promise<number[]> {
+  const found: number[] = []
+  while (found.length < count) {
+    const from = nextUser
+    nextUser += 200
+    const rows = await router<{ id: number }[]>`
+      select s as id from generate_series(${from}::bigint, ${from + 199}::bigint) s
+       where (waitress.partition_map())[waitress.partition_of(s) + 1] = ${shard}`
+    found.push(...rows.map((row) => row.id))
+  }
+  return found.slice(0, count)
+}
+
+export interface ProductRow {
+  id: number
+  name: string
+  seller_id: number
+  price: number
+  stock: number
+}
+
+export async function createProduct(sql: Sql, fields: { name?: string; seller_id: number; price?: number; stock?: number; weight?: number; active?: boolean }): Promise<ProductRow> {
+  const [row] = await sql<{ p: ProductRow }[]>`
+    select api.create_product(${fields.name ?? 'Kopi'}, ${fields.seller_id}, ${fields.price ?? 1000}, ${fields.stock ?? 10},
+                              ${fields.weight ?? 100}, ${fields.active ?? true}) as p`
+  return row.p
+}
+
+export async function cartOf(sql: Sql, userId: number): Promise<{ id: number; user_id: number; items: any[] }> {
+  const [row] = await sql<{ c: { id: number; user_id: number; items: any[] } }[]>`select api.cart_for_user(${userId}) as c`
+  return row.c
+}
+
+export async function addItem(sql: Sql, cartId: number, productId: number, quantity: number): Promise<number> {
+  const [row] = await sql<{ id: number }[]>`select (api.add_cart_item(${cartId}, ${productId}, ${quantity})->>'id')::bigint as id`
+  return row.id
+}
+
+/** The shard (index) a database-side row is on, found by asking each shard. */
+export async function shardsHolding(cluster: TestCluster, table: string, id: number): Promise<number[]> {
+  const found: number[] = []
+  for (const [k, sql] of cluster.shards.entries()) {
+    const [{ n }] = await sql.unsafe(`select count(*)::int as n from waitress.${table} where id = $1`, [id])
+    if (n > 0) found.push(k)
+  }
+  return found
+}
+
+/** The error a statement raised, as a plain object (code, message, detail, hint). */
+export async function errorOf(query: Promise<unknown>): Promise<{ code: string; message: string; detail?: string; hint?: string }> {
+  try {
+    await query
+  } catch (error: any) {
+    return { code: error.code, message: error.message, detail: error.detail, hint: error.hint }
+  }
+  throw new Error('expected the statement to fail')
+}
