@@ -39,17 +39,27 @@ $$;
 comment on function waitress.error_of(text, text, text, text) is
   'A failed PL/Proxy call as an error document: unreachable shard -> 08006; remote error -> its own fields.';
 
--- Raises an error document as the error itself.
+-- Raises an error document as the error itself. A DETAIL or HINT the
+-- error did not have is not sent (an empty one would reach the caller as "").
 create function waitress.raise_error(p_error jsonb) returns void
 language plpgsql
 set search_path = ''
 as $$
+declare
+  c text := coalesce(p_error->>'code', 'XX000');
+  m text := coalesce(p_error->>'message', 'error');
+  d text := p_error->>'detail';
+  h text := p_error->>'hint';
 begin
-  raise exception using
-    errcode = coalesce(p_error->>'code', 'XX000'),
-    message = coalesce(p_error->>'message', 'error'),
-    detail = coalesce(p_error->>'detail', ''),
-    hint = coalesce(p_error->>'hint', '');
+  if d is null and h is null then
+    raise exception using errcode = c, message = m;
+  elsif h is null then
+    raise exception using errcode = c, message = m, detail = d;
+  elsif d is null then
+    raise exception using errcode = c, message = m, hint = h;
+  else
+    raise exception using errcode = c, message = m, detail = d, hint = h;
+  end if;
 end
 $$;
 
@@ -712,6 +722,57 @@ begin
 end
 $$;
 
+-- Part of a batch: these requests (positions), each on the one database
+-- holding its lines (p_target), one place_orders call per database. A
+-- database that cannot be reached answers its requests with 08006.
+create function waitress.place_groups(p_outcomes jsonb[], p_positions integer[], p_requests jsonb, p_target integer[],
+                                      p_resolved jsonb[])
+returns jsonb[]
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_outcomes jsonb[] := p_outcomes;
+  v_group jsonb;
+  v_part jsonb;
+  v jsonb;
+  t integer;
+  s text; m text; d text; h text;
+begin
+  if coalesce(cardinality(p_positions), 0) = 0 then
+    return v_outcomes;
+  end if;
+  foreach t in array waitress.targets((select bit_or(1 << p_target[pos]) from unnest(p_positions) pos)) loop
+    select jsonb_agg((p_requests->(pos - 1)) || jsonb_build_object('target', t,
+                       'cart', p_resolved[pos]->'cart_id', 'buyer', p_resolved[pos]->'buyer_id') order by pos)
+      into v_group
+      from unnest(p_positions) pos
+     where waitress.database_mask(t) & (1 << p_target[pos]) <> 0;
+    begin
+      v := rpc.batch_part(t, v_group);
+      for v_part in select jsonb_array_elements(waitress.ok(v)) loop
+        v_outcomes[(v_part->>'i')::integer + 1] := v_part->'outcome';
+      end loop;
+    exception when others then
+      get stacked diagnostics s = returned_sqlstate, m = message_text, d = pg_exception_detail, h = pg_exception_hint;
+      v := waitress.error_of(s, m, d, h);
+      if v->>'code' not in ('08006', '57P01', '57P02', '57P03') then
+        -- A request broke a rule of the schema (22xxx, 23xxx): the one schema
+        -- fails the whole call then, and so does this.
+        perform waitress.raise_error(v);
+      end if;
+      for v_part in select jsonb_array_elements(v_group) loop
+        v_outcomes[(v_part->>'i')::integer + 1] := jsonb_build_object('error', v || jsonb_build_object('detail', waitress.json_or_text(v->>'detail')));
+      end loop;
+    end;
+  end loop;
+  return v_outcomes;
+end
+$$;
+
+comment on function waitress.place_groups(jsonb[], integer[], jsonb, integer[], jsonb[]) is
+  'Part of a batch: its requests on each database as one place_orders call there.';
+
 -- Many checkouts at once (flash-sale batches): the requests whose lines are on
 -- one shard go to that shard together, as one place_orders call there (each
 -- still all or nothing, in arrival order); a request spanning shards is a
@@ -729,14 +790,13 @@ declare
   v_homes integer[];
   v_target integer[];
   v_multi integer[] := '{}';
+  v_pending integer[] := '{}';
   v_mask integer;
   v_dbs integer[];
   v_home jsonb;
-  v_part jsonb;
-  v_group jsonb;
   t integer;
   i integer;
-  r jsonb;
+  v_request jsonb;
   v jsonb;
   v_unavailable jsonb;
   s text; m text; d text; h text;
@@ -765,7 +825,7 @@ begin
                                                                   'detail', null, 'hint', 'Retry shortly.'));
 
   -- The carts, at their homes (one call per database concerned).
-  foreach t in array waitress.targets((select bit_or(1 << h) from unnest(v_homes) h)) loop
+  foreach t in array waitress.targets((select bit_or(1 << hp) from unnest(v_homes) hp)) loop
     begin
       for v_home in select jsonb_array_elements(waitress.ok(rpc.batch_homes(t, v_requests))) loop
         v_resolved[(v_home->>'i')::integer + 1] := v_home;
@@ -785,14 +845,14 @@ begin
   v_target := array_fill(null::integer, array[cardinality(v_homes)]);
   for i in 1 .. cardinality(v_homes) loop
     continue when v_outcomes[i] is not null;
-    r := v_requests->(i - 1);
+    v_request := v_requests->(i - 1);
     if v_resolved[i] is null then
       v_target[i] := v_homes[i];
       continue;
     end if;
-    if jsonb_typeof(r->'item_ids') = 'array' then
+    if jsonb_typeof(v_request->'item_ids') = 'array' then
       select coalesce(bit_or(1 << ((x #>> '{}')::bigint & 15)::integer), 0) into v_mask
-        from jsonb_array_elements(r->'item_ids') x where jsonb_typeof(x) = 'number';
+        from jsonb_array_elements(v_request->'item_ids') x where jsonb_typeof(x) = 'number';
     else
       v_mask := (v_resolved[i]->>'partitions')::integer;
     end if;
@@ -807,47 +867,29 @@ begin
     end if;
   end loop;
 
-  -- One place_orders call per database, for its requests in arrival order.
-  foreach t in array waitress.targets((select coalesce(bit_or(1 << x), 0) from unnest(v_target) x where x is not null)) loop
-    select jsonb_agg((v_requests->(n::integer - 1)) || jsonb_build_object('target', t,
-                       'cart', v_resolved[n]->'cart_id', 'buyer', v_resolved[n]->'buyer_id') order by n)
-      into v_group
-      from unnest(v_target) with ordinality x(target, n)
-     where x.target is not null and waitress.database_mask(t) & (1 << x.target) <> 0;
-    begin
-      v := rpc.batch_part(t, v_group);
-      if v ? 'error' and not (v->'error'->>'code' like '08%' or v->'error'->>'code' like '57P%') then
-        -- A request broke a rule of the schema (22xxx, 23xxx): the one schema
-        -- fails the whole call then, and so does this.
-        perform waitress.raise_error(v->'error');
-      end if;
-      for v_part in select jsonb_array_elements(waitress.ok(v)) loop
-        v_outcomes[(v_part->>'i')::integer + 1] := v_part->'outcome';
-      end loop;
-    exception when others then
-      get stacked diagnostics s = returned_sqlstate, m = message_text, d = pg_exception_detail, h = pg_exception_hint;
-      if waitress.error_of(s, m, d, h)->>'code' not in ('08006', '57P01', '57P02', '57P03') then
-        raise;
-      end if;
-      for v_part in select jsonb_array_elements(v_group) loop
-        v_outcomes[(v_part->>'i')::integer + 1] := v_unavailable;
-      end loop;
-    end;
+  -- In arrival order: the requests of one database go there together, as one
+  -- place_orders call; a request spanning shards is decided after every
+  -- request before it, and before any after it.
+  perform waitress.lock_cart(c) from (select distinct (v_resolved[mi]->>'cart_id')::bigint as c from unnest(v_multi) mi order by 1) x;
+  for i in 1 .. cardinality(v_homes) loop
+    continue when v_outcomes[i] is not null;
+    if i = any (v_multi) then
+      v_outcomes := waitress.place_groups(v_outcomes, v_pending, v_requests, v_target, v_resolved);
+      v_pending := '{}';
+      v_request := v_requests->(i - 1);
+      begin
+        v := waitress.checkout_across('place_orders', v_resolved[i] - 'i', v_request - 'i' - 'home', null);
+        v_outcomes[i] := jsonb_build_object('orders', v->'orders');
+      exception when others then
+        get stacked diagnostics s = returned_sqlstate, m = message_text, d = pg_exception_detail, h = pg_exception_hint;
+        v_outcomes[i] := jsonb_build_object('error', jsonb_build_object('code', s, 'message', m,
+                                                                        'detail', waitress.json_or_text(d), 'hint', nullif(h, '')));
+      end;
+    else
+      v_pending := v_pending || i;
+    end if;
   end loop;
-
-  -- Requests spanning shards, each a checkout of its own; their carts locked in id order first.
-  perform waitress.lock_cart(c) from (select distinct (v_resolved[i]->>'cart_id')::bigint as c from unnest(v_multi) i order by 1) x;
-  foreach i in array v_multi loop
-    r := v_requests->(i - 1);
-    begin
-      v := waitress.checkout_across('place_orders', v_resolved[i] - 'i', r - 'i' - 'home', null);
-      v_outcomes[i] := jsonb_build_object('orders', v->'orders');
-    exception when others then
-      get stacked diagnostics s = returned_sqlstate, m = message_text, d = pg_exception_detail, h = pg_exception_hint;
-      v_outcomes[i] := jsonb_build_object('error', jsonb_build_object('code', s, 'message', m,
-                                                                      'detail', waitress.json_or_text(d), 'hint', nullif(h, '')));
-    end;
-  end loop;
+  v_outcomes := waitress.place_groups(v_outcomes, v_pending, v_requests, v_target, v_resolved);
 
   return to_jsonb(v_outcomes);
 end
@@ -1129,7 +1171,7 @@ begin
   for f in select p.oid::regprocedure from pg_catalog.pg_proc p
             where p.pronamespace = 'api'::regnamespace
                or (p.pronamespace = 'waitress'::regnamespace
-                   and p.proname in ('json_or_text', 'error_of', 'raise_error', 'ok', 'failed', 'lock_cart', 'merge_pages', 'merge_refusals',
+                   and p.proname in ('json_or_text', 'place_groups', 'error_of', 'raise_error', 'ok', 'failed', 'lock_cart', 'merge_pages', 'merge_refusals',
                                      'compensate', 'checkout_across', 'sweep_checkouts'))
   loop
     execute format('drop function %s', f);

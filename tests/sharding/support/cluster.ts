@@ -1,4 +1,5 @@
 import { createSql, type Sql } from '../../../src/db/client.ts'
+import { migrate } from '../../../src/db/migrate.ts'
 import { shardingAvailable, startLocalCluster, type ClusterOptions, type LocalCluster } from '../../../scripts/local-shards.ts'
 
 /**
@@ -40,13 +41,47 @@ export async function startTestCluster(options: ClusterOptions = {}): Promise<Te
 
 let shared: Promise<TestCluster> | undefined
 
-/** One router and two shards on one server, shared by the test files of this process (removed at exit). */
+const ID_TABLES = ['products', 'carts', 'cart_items', 'orders', 'order_items', 'stock_movements']
+
+/**
+ * One router and two shards on one server, shared by the test files of this
+ * process (removed at exit). Their ids start above 1,000,000, each table's
+ * in a range of its own, so that a test can tell an id from a quantity or a
+ * price in a message, and a product's id from an order's.
+ */
 export function sharedCluster(): Promise<TestCluster> {
-  shared ??= startTestCluster({ shards: 2, prefix: 'shared_' })
+  shared ??= (async () => {
+    const cluster = await startTestCluster({ shards: 2, prefix: 'shared_' })
+    // Each table's ids in a range of their own (1.6 M, 3.2 M, ...), so that a number names one thing.
+    for (const sql of cluster.shards)
+      for (const [i, table] of ID_TABLES.entries())
+        await sql.unsafe(`select setval(pg_get_serial_sequence('waitress.${table}', 'id'), ${-100000 * (i + 1)})`)
+    return cluster
+  })()
   return shared
 }
 
-let nextUser = 7_000_000 + Math.floor(Math.random() * 1_000_000) * 100
+export interface SingleDatabase {
+  owner: Sql
+  api: Sql
+  close(): Promise<void>
+}
+
+/**
+ * A single database (db/migrations only) on the cluster's server, ids above
+ * 1,000,000: what the router must be indistinguishable from.
+ */
+export async function singleReference(cluster: TestCluster, name = 'single_reference'): Promise<SingleDatabase> {
+  const url = cluster.routerServer.url(name)
+  await migrate(url)
+  const owner = createSql(url, { max: 5 })
+  for (const [i, table] of ID_TABLES.entries())
+    await owner.unsafe(`select setval(pg_get_serial_sequence('waitress.${table}', 'id'), ${1_000_000 * (i + 1)})`)
+  const api = createSql(url, { max: 5, role: 'waitress_api' })
+  return { owner, api, close: async () => void (await Promise.all([owner.end({ timeout: 5 }), api.end({ timeout: 5 })])) }
+}
+
+let nextUser = 200_000_000 + Math.floor(Math.random() * 1_000_000) * 100
 
 /** User ids whose partition is on the given shard (of a cluster of `shards`), each used once. */
 export async function usersOn(router: Sql, shard: number, count: number): Promise<number[]> {
