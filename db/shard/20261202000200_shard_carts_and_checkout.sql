@@ -353,14 +353,26 @@ begin
   if v_cart_id is null then
     return jsonb_build_object('cancelled', '[]'::jsonb);
   end if;
-  -- The cart first, then each order (then its products): the lock order of
-  -- the checkout and of the lifecycle.
+  -- The cart, then the orders, then all their products in id order, before
+  -- any is cancelled: the lock order of the checkout (cart, products) and of
+  -- the lifecycle (order, products). Cancelling order after order would lock
+  -- the products of each in turn, out of id order, and deadlock with a checkout.
   perform from waitress.carts where id = v_cart_id for no key update;
+  perform from waitress.orders o
+   where o.checkout_id = p_checkout_id and o.compensated_at is null
+   order by o.id
+     for no key update;
+  perform from waitress.products p
+   where p.id in (select oi.product_id
+                    from waitress.order_items oi
+                    join waitress.orders o on o.id = oi.order_id
+                   where o.checkout_id = p_checkout_id and o.compensated_at is null)
+   order by p.id
+     for no key update;
   for v_order in
     select o.id, o.state from waitress.orders o
      where o.checkout_id = p_checkout_id and o.compensated_at is null
      order by o.id
-       for no key update
   loop
     if v_order.state in ('pending', 'paid', 'accepted') then
       perform api.act_on_order(v_order.id, 'cancel');
