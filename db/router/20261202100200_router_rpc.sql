@@ -79,6 +79,18 @@ language plproxy as $$
   select rpc.add_cart_item(p_cart_id, p_product_id, p_quantity, p_user_id);
 $$;
 
+create function rpc.update_cart_item(p_route bigint, p_cart_item_id bigint, p_quantity integer, p_user_id bigint) returns jsonb
+language plproxy as $$
+  cluster 'waitress'; run on p_route;
+  select rpc.update_cart_item(p_cart_item_id, p_quantity, p_user_id);
+$$;
+
+create function rpc.remove_cart_item(p_route bigint, p_cart_item_id bigint, p_user_id bigint) returns jsonb
+language plproxy as $$
+  cluster 'waitress'; run on p_route;
+  select rpc.remove_cart_item(p_cart_item_id, p_user_id);
+$$;
+
 create function rpc.place_orders(p_route bigint, p_requests jsonb) returns jsonb
 language plproxy as $$
   cluster 'waitress'; run on p_route;

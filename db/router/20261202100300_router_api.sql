@@ -367,6 +367,49 @@ begin
 end
 $$;
 
+-- A cart line lives on its product's shard, with a copy of its cart's row
+-- (the lock every change of the cart takes there): its id routes there, and
+-- the one schema's function changes it.
+create function api.update_cart_item(p_cart_item_id bigint, p_quantity integer, p_user_id bigint default null)
+returns jsonb
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v jsonb; s text; m text; d text; h text;
+begin
+  begin
+    v := rpc.update_cart_item(coalesce(p_cart_item_id, 0), p_cart_item_id, p_quantity, p_user_id);
+  exception when others then
+    get stacked diagnostics s = returned_sqlstate, m = message_text, d = pg_exception_detail, h = pg_exception_hint;
+    v := waitress.failed(s, m, d, h);
+  end;
+  return waitress.ok(v);
+end
+$$;
+
+-- Removed on the line's shard; the answer is the whole cart, as its home and
+-- the other shards of its lines now have it (api.cart_for_user).
+create function api.remove_cart_item(p_cart_item_id bigint, p_user_id bigint default null)
+returns jsonb
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v jsonb; s text; m text; d text; h text;
+begin
+  begin
+    v := rpc.remove_cart_item(coalesce(p_cart_item_id, 0), p_cart_item_id, p_user_id);
+  exception when others then
+    get stacked diagnostics s = returned_sqlstate, m = message_text, d = pg_exception_detail, h = pg_exception_hint;
+    v := waitress.failed(s, m, d, h);
+  end;
+  return api.cart_for_user((waitress.ok(v)->>'user_id')::bigint);
+end
+$$;
+
 -- ---------------------------------------------------------------- the checkout across shards
 -- The refusal a single database would give a request whose lines are spread
 -- over several shards, from each shard's verdict on its own lines (a dry run):

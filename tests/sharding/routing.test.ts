@@ -148,6 +148,18 @@ async function scenario(side: Side): Promise<{ steps: Step[]; labels: Map<number
   label(await addItem(api, c3, p2.id, 2), 'I6')
   label(await addItem(api, c4, p2.id, 1), 'I7')
   const i8 = label(await addItem(api, c2, p1.id, 1), 'I8')
+  const [i1] = [...labels].filter(([, name]) => name === 'I1').map(([id]) => id)
+  const i5 = [...labels].find(([, name]) => name === 'I5')![0]
+  await run('update: I5 to 1', api`select api.update_cart_item(${i5}, 1)`)
+  await run('update: unknown line', api`select api.update_cart_item(${unknown}, 1)`)
+  await run('update: a purchased line', api`select api.update_cart_item(${i1}, 1)`)
+  await run('update: quantity 0', api`select api.update_cart_item(${i5}, 0)`)
+  await run('update: above stock', api`select api.update_cart_item(${i5}, 99)`)
+  await run("update: another user's line", api`select api.update_cart_item(${i5}, 1, ${u4})`)
+  const i9 = label(await addItem(api, c4, p1.id, 1), 'I9')
+  await run('remove: a line on the other shard', api`select api.remove_cart_item(${i9}, ${u4})`)
+  await run('remove: a purchased line', api`select api.remove_cart_item(${i1})`)
+  await run("remove: another user's line", api`select api.remove_cart_item(${i5}, ${u4})`)
   await run(
     'batch: mixed',
     api`select api.place_orders(${api.json([
@@ -234,7 +246,7 @@ describe.skipIf(!sharding.ok)('a router over two shards answers as a single data
     for (let i = 0; i < Math.max(a.length, b.length); i++) expect(a[i]).toEqual(b[i])
     // The refusals the scenario meant to provoke, all there.
     const codes = onShards.steps.flatMap((step) => (step.error ? [step.error.code] : []))
-    for (const code of ['WA001', 'WA002', 'WA003', 'WA004', 'WA005', 'WA006', 'WA007', 'WA008', 'WA009', 'WA010', 'WA011', 'WA101', '22023', '22P02'])
+    for (const code of ['WA001', 'WA002', 'WA003', 'WA004', 'WA005', 'WA006', 'WA007', 'WA008', 'WA009', 'WA010', 'WA011', 'WA012', 'WA013', 'WA101', '22023', '22P02'])
       expect(codes).toContain(code)
   })
 
