@@ -1,7 +1,7 @@
 /**
  * Preload of the unchanged HTTP suite against a sharded deployment:
  *
- *   bun test -c tests/sharding/router.bunfig.toml tests/http
+ *   bun --config=tests/sharding/router.bunfig.toml test tests/http
  *
  * (scripts/ci-sharding.sh runs it). Instead of tests/setup.ts's single
  * database, a router and two shards on PostgreSQL 15 with PL/Proxy; the

@@ -133,6 +133,18 @@ describe.skipIf(!sharding.ok)('a checkout across shards', () => {
     expect(p.orders).toHaveLength(2)
   })
 
+  it('places a cart over two shards once when 20 checkouts of it arrive at once: the others find nothing left', async () => {
+    const { cart, a, b } = await crossShardCart([1, 1])
+    const outcomes = await Promise.all(
+      Array.from({ length: 20 }, () => outcomeOfSql(async () => (await cluster.api`select api.place_order(${cart.id}) as p`)[0].p.orders)),
+    )
+    const placed = outcomes.filter((o) => o.kind === 'accepted')
+    expect(placed).toHaveLength(1)
+    expect(placed[0].kind === 'accepted' && placed[0].orders).toHaveLength(2)
+    for (const o of outcomes.filter((o) => o.kind !== 'accepted')) expect(o).toMatchObject({ kind: 'refused', code: 'WA006' })
+    expect([await stock(a.id), await stock(b.id)]).toEqual([4, 4])
+  })
+
   it('is not ready while a shard lacks a migration: /readyz names it', async () => {
     const latest = MIGRATIONS[MIGRATIONS.length - 1]
     const app = createApp(cluster.api)

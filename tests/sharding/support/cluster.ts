@@ -4,13 +4,18 @@ import { shardingAvailable, startLocalCluster, type ClusterOptions, type LocalCl
 
 /**
  * Whether the sharding tests run here: they need PostgreSQL 15 and PL/Proxy
- * (scripts/ci-sharding.sh installs them); SHARDING_TESTS=0 skips them.
+ * (scripts/ci-sharding.sh installs them). Without them they are skipped;
+ * SHARDING_TESTS=0 skips them anyway, SHARDING_TESTS=1 fails instead of skipping.
  */
 export const sharding = (() => {
   if (process.env.SHARDING_TESTS === '0') return { ok: false as const, reason: 'SHARDING_TESTS=0' }
   return shardingAvailable()
 })()
-if (!sharding.ok) console.warn(`tests/sharding skipped: ${sharding.reason}`)
+if (!sharding.ok) {
+  // scripts/ci-sharding.sh sets SHARDING_TESTS=1: there, a skip would pass CI without testing anything.
+  if (process.env.SHARDING_TESTS === '1') throw new Error(`SHARDING_TESTS=1, but the sharding tests cannot run here: ${sharding.reason}`)
+  console.warn(`tests/sharding skipped: ${sharding.reason}`)
+}
 
 export interface TestCluster extends LocalCluster {
   /** The router as its owner (fixtures, checks). */

@@ -5,7 +5,8 @@
  * can run against a sharded deployment (tests/sharding/router-setup.ts).
  *
  * On the router it makes a view waitress.<table> for each table of the
- * shards: every shard's rows, gathered by a PL/Proxy RUN ON ALL function;
+ * shards: every shard's rows, gathered by a PL/Proxy RUN ON ALL function
+ * (a cluster of its own, connecting as the shards' superuser);
  * enums read as text. An UPDATE or DELETE through a view is sent to every
  * shard (only the one holding the row changes). Nothing of this is part of a
  * deployment: the service only ever calls the router's api functions.
@@ -52,10 +53,21 @@ export async function installFacade(routerUrl: string, shardUrls: string[]): Pro
 
   const router = createSql(routerUrl, { max: 1 })
   try {
+    // Its own PL/Proxy cluster, the router's connection strings with the
+    // shards' superuser: the router's own login may read no table there.
+    const superuser = new URL(shardUrls[0])
+    const [{ options }] = await router<{ options: string }[]>`
+      select string_agg(format('%s %L', split_part(o, '=', 1), substr(o, strpos(o, '=') + 1)), ', ') as options
+        from pg_foreign_server s, unnest(s.srvoptions) o
+       where s.srvname = 'waitress'`
     await router.unsafe(`
+      drop server if exists test_facade cascade;
+      create server test_facade foreign data wrapper plproxy options (${options});
+      create user mapping for public server test_facade
+        options (user '${decodeURIComponent(superuser.username)}', password '${decodeURIComponent(superuser.password)}');
       create schema if not exists test_facade;
       create or replace function test_facade.exec_all(p_sql text) returns setof integer
-      language plproxy as $$ cluster 'waitress'; run on all; select test_facade.exec(p_sql); $$;
+      language plproxy as $$ cluster 'test_facade'; run on all; select test_facade.exec(p_sql); $$;
       create or replace function test_facade.forward() returns trigger language plpgsql as $$
       declare
         v_keys text[] := tg_argv;
@@ -88,7 +100,7 @@ export async function installFacade(routerUrl: string, shardUrls: string[]): Pro
         drop type if exists test_facade.${table}_row;
         create type test_facade.${table}_row as (${typeList});
         create function test_facade.${table}() returns setof test_facade.${table}_row
-        language plproxy as $$ cluster 'waitress'; run on all; select ${selectList} from waitress.${table}; $$;
+        language plproxy as $$ cluster 'test_facade'; run on all; select ${selectList} from waitress.${table}; $$;
         create view waitress.${table} as select * from test_facade.${table}();
         create trigger forward instead of update or delete on waitress.${table}
           for each row execute function test_facade.forward(${keys.map((k) => `'${k}'`).join(', ')});`)
