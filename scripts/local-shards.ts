@@ -13,7 +13,7 @@
  * shard listed in `separate` gets a server of its own (so that it can be
  * stopped or frozen alone); the router and the other shards share one.
  */
-import { spawnSync } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir, userInfo } from 'node:os'
 import { join } from 'node:path'
@@ -75,7 +75,8 @@ let cleanupRegistered = false
 function registerCleanup() {
   if (cleanupRegistered) return
   cleanupRegistered = true
-  // Synchronous, so it also runs when the process exits without awaiting anything.
+  // Synchronous, so it also runs when the process exits without awaiting anything
+  // (and the watchdog below catches the ways out that skip it).
   process.on('exit', () => {
     for (const server of servers) server.destroy()
   })
@@ -163,7 +164,22 @@ export async function startLocalServer(options: ServerOptions = {}): Promise<Loc
   }
   servers.add(server)
   await server.start()
+  watchdog(dataDir, root)
   return server
+}
+
+/**
+ * Stops the server and deletes its directory once this process is gone,
+ * however it ends (bun test exits without running 'exit' handlers; a
+ * timeout may kill it): a detached shell polling for our pid.
+ */
+function watchdog(dataDir: string, root: string) {
+  const stop = `${join(PG_BIN, 'pg_ctl')} -D '${dataDir}' -m immediate -w stop`
+  const script =
+    `while kill -0 ${process.pid} 2>/dev/null; do sleep 1; done; ` +
+    `if [ -f '${dataDir}/postmaster.pid' ]; then ${asRoot() ? `su ${SUPERUSER} -s /bin/sh -c "${stop}"` : stop} >/dev/null 2>&1; fi; ` +
+    `rm -rf '${root}'`
+  spawn('/bin/sh', ['-c', script], { detached: true, stdio: 'ignore' }).unref()
 }
 
 /** A signal to a postmaster and every child it has (its backends). */
