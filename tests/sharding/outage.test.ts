@@ -31,7 +31,9 @@ interface Reply {
   answeredAt: number
 }
 
-const CARTS_PER_KIND = 36
+const CARTS_PER_KIND = 80
+/** Each worker's pause between checkouts: the carts must last the whole run on a fast machine. */
+const PACE_MS = 150
 
 const median = (replies: Reply[]) => {
   const ms = replies.map((r) => r.answeredAt - r.sentAt).sort((a, b) => a - b)
@@ -66,12 +68,13 @@ describe.skipIf(!sharding.ok)('a shard stopped in the middle of checkouts', () =
     const queues = new Map<Kind, Buyer[]>()
     for (const kind of Object.keys(lines) as Kind[]) {
       const users = await usersOn(cluster.router, kind === 'home on shard 1' ? 1 : 0, CARTS_PER_KIND)
-      const buyers: Buyer[] = []
-      for (const userId of users) {
-        const cart = await cartOf(cluster.api, userId)
-        for (const productId of lines[kind]) await addItem(cluster.api, cart.id, productId, 1)
-        buyers.push({ kind, userId, cartId: cart.id, wants: new Map(lines[kind].map((id) => [id, 1])), key: `outage-${crypto.randomUUID()}` })
-      }
+      const buyers = await Promise.all(
+        users.map(async (userId): Promise<Buyer> => {
+          const cart = await cartOf(cluster.api, userId)
+          for (const productId of lines[kind]) await addItem(cluster.api, cart.id, productId, 1)
+          return { kind, userId, cartId: cart.id, wants: new Map(lines[kind].map((id) => [id, 1])), key: `outage-${crypto.randomUUID()}` }
+        }),
+      )
       queues.set(kind, buyers)
     }
     const start = await startShardedRun(cluster.shards, [p0.id, p1.id])
@@ -94,7 +97,7 @@ describe.skipIf(!sharding.ok)('a shard stopped in the middle of checkouts', () =
       const queue = queues.get(kind)!
       while (!stopping && queue.length > 0) {
         replies.push(await checkout(queue.shift()!))
-        await Bun.sleep(30)
+        await Bun.sleep(PACE_MS)
       }
     }
     const workers = (Object.keys(lines) as Kind[]).flatMap((kind) => [worker(kind), worker(kind)])
