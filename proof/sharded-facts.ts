@@ -190,13 +190,29 @@ export async function startShardedRun(shards: Sql[], productIds: readonly number
 }
 
 /** The invariants only a sharded deployment can break, each checked on the merged facts. */
-export const SHARDED_INVARIANTS = ['compensated-cleanly', 'journal-settled', 'ids-route'] as const
+export const SHARDED_INVARIANTS = ['compensated-cleanly', 'journal-settled', 'ids-route', 'router-agrees'] as const
 
-/** Reads every shard after a run and judges it: the judge's invariants plus SHARDED_INVARIANTS. */
-export async function checkShardedInvariants(shards: Sql[], run: Run): Promise<Verdict & { compensated: number }> {
+/**
+ * Reads every shard after a run and judges it: the judge's invariants plus
+ * SHARDED_INVARIANTS. With the router's pool, also asks the router what the
+ * service would be told (api.inventory_audit through PL/Proxy): it must say
+ * what the shards say.
+ */
+export async function checkShardedInvariants(shards: Sql[], run: Run, router?: Sql): Promise<Verdict & { compensated: number }> {
   const read = await readShardedFacts(shards, run)
   const verdict = judge(read.run, read.facts)
   const extra: Violation[] = []
+  if (router) {
+    const productIds = [...run.initialStock.keys()]
+    const rows = await router<{ product_id: number; stock: number; ledger_stock: number; sold_in_ledger: number; sold_in_orders: number }[]>`
+      select product_id, stock, ledger_stock::bigint, sold_in_ledger::bigint, sold_in_orders::bigint
+        from api.inventory_audit() where product_id = any (${productIds}::bigint[])`
+    const key = (row: AuditRow) => JSON.stringify(row)
+    const throughRouter = rows.map(auditRow).map(key).sort()
+    const fromShards = (read.facts.audit ?? []).map(key).sort()
+    if (JSON.stringify(throughRouter) !== JSON.stringify(fromShards))
+      extra.push({ invariant: 'router-agrees', message: `the router's inventory_audit says ${throughRouter.join(', ') || 'nothing'}, the shards say ${fromShards.join(', ') || 'nothing'}` })
+  }
   for (const order of read.compensated) {
     if (!['cancelled', 'expired', 'refunded'].includes(order.state))
       extra.push({ invariant: 'compensated-cleanly', message: `compensated order ${order.id} is ${order.state}`, orderId: order.id })

@@ -165,7 +165,7 @@ describe.skipIf(!sharding.ok)('a shard stopped in the middle of checkouts', () =
       wants: reply.buyer.wants,
       outcome: outcomeOfHttp(reply.status, reply.body),
     }))
-    const verdict = await checkShardedInvariants(cluster.shards, { ...start, checkouts, indefinite: true })
+    const verdict = await checkShardedInvariants(cluster.shards, { ...start, checkouts, indefinite: true }, cluster.router)
     expect(verdict.violations).toEqual([])
     for (const shard of cluster.shards) expect([...(await shard`select id from waitress.checkouts`)]).toEqual([])
   })

@@ -112,7 +112,7 @@ describe.skipIf(!sharding.ok)('a race of carts spanning two shards, through the 
         // Refused while other checkouts' parts held the stock, placed once they were undone: the window.
         if (placements.length > 0 && replies.some((reply) => reply.status !== 201)) phantom++
       }
-      const verdict = await checkShardedInvariants(cluster.shards, { ...start, checkouts: attempts })
+      const verdict = await checkShardedInvariants(cluster.shards, { ...start, checkouts: attempts }, cluster.router)
       expect(verdict.violations).toEqual([])
       const placed = attempts.filter((a) => a.outcome.kind === 'accepted').length
       console.log(
