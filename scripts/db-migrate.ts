@@ -9,6 +9,10 @@
  * - with DATABASE_URL alone: the login the service derives for itself
  *   (waitress_app_dev), which the workers entry cannot make (no start-up I/O).
  *
+ * With SHARD_URLS set, DATABASE_URL is the router: every shard is migrated
+ * too and the router's cluster configured (scripts/shards.ts,
+ * docs/scale-out.md) before the login is readied on the router.
+ *
  * Run it against PostgreSQL itself, not through a transaction pooler: dbmate's
  * lock and transactions need a session of their own.
  */
@@ -18,12 +22,18 @@ import { createSql } from '../src/db/client.ts'
 import { migrate } from '../src/db/migrate.ts'
 import { redact } from '../src/db/url.ts'
 import { describeError, sessionDefaults } from '../src/runtime/service.ts'
+import { migrateSharded, parseShardUrls } from './shards.ts'
 
 try {
   const config = loadConfig(process.env)
   if (!config.databaseUrl) throw new ConfigError('DATABASE_URL is not set (npm start migrates its embedded PostgreSQL by itself)')
-  await migrate(config.databaseUrl)
-  console.log(`migrated ${redact(config.databaseUrl)}`)
+  const shardUrls = parseShardUrls(process.env.SHARD_URLS)
+  if (shardUrls.length > 0) {
+    await migrateSharded({ routerUrl: config.databaseUrl, shardUrls }, (line) => console.log(line))
+  } else {
+    await migrate(config.databaseUrl)
+    console.log(`migrated ${redact(config.databaseUrl)}`)
+  }
   const defaults = sessionDefaults(config)
   if (config.appDatabaseUrl) {
     const login = decodeURIComponent(new URL(config.appDatabaseUrl).username)

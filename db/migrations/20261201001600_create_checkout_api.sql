@@ -321,7 +321,7 @@ begin
          set purchased = true
        where ci.id in (select cart_item_id from lines)
     ), new_orders as (
-      select nextval('waitress.orders_id_seq') as id, o.*
+      select waitress.new_order_id(o.seller_id) as id, o.*
         from (select ord, seller_id, min(buyer_id) as buyer_id, min(note) as note,
                      sum(price * quantity) as total_price
                 from lines

@@ -18,6 +18,7 @@ export const REFUSALS = {
   "WA013": { status: 409, source: "waitress", title: "cart item already purchased" },
   "WA101": { status: 422, source: "waitress", title: "idempotency key reused" },
   "WA102": { status: 409, source: "waitress", title: "idempotent request in progress" },
+  "08006": { status: 503, source: "postgresql", title: "shard unavailable" },
   "22001": { status: 422, source: "postgresql", title: "string too long" },
   "22003": { status: 422, source: "postgresql", title: "number out of range" },
   "22021": { status: 400, source: "postgresql", title: "invalid byte sequence" },
@@ -58,4 +59,4 @@ export const ORDER_ACTION_RULES = {
 export const ORDER_ACTIONS = ["pay","accept","reject","deliver","remit","refund","cancel"] as const
 
 /** The migrations this code needs applied (/readyz compares them with the database's). */
-export const MIGRATIONS = ["20261201000100","20261201000200","20261201000300","20261201000400","20261201000500","20261201000600","20261201000700","20261201000800","20261201000900","20261201001000","20261201001100","20261201001200","20261201001300","20261201001400","20261201001500","20261201001600","20261201001700","20261201001800","20261201001900","20261201002100"] as const
+export const MIGRATIONS = ["20261201000100","20261201000200","20261201000300","20261201000400","20261201000500","20261201000600","20261201000700","20261201000800","20261201000900","20261201001000","20261201001100","20261201001200","20261201001300","20261201001400","20261201001500","20261201001600","20261201001700","20261201001800","20261201001900","20261201001950","20261201002100"] as const

@@ -1,0 +1,143 @@
+import { afterAll, beforeAll, describe, expect, it } from 'bun:test'
+import { checkShardedInvariants, startShardedRun } from '../../proof/sharded-facts.ts'
+import type { Attempt } from '../../proof/judge.ts'
+import { outcomeOfHttp } from '../../proof/outcomes.ts'
+import { startService, type RunningService } from '../support/service.ts'
+import { addItem, cartOf, createProduct, sharedCluster, sharding, usersOn, type TestCluster } from './support/cluster.ts'
+
+/**
+ * Many buyers, each with a cart over both shards, check out at once through
+ * the real service on the router, every one with an Idempotency-Key, some
+ * twice at the same moment; then every request is sent again with its key.
+ * The stock is scarce, so checkouts are refused on one shard after the other
+ * shard's part was placed, and undone. The checker reads both shards.
+ */
+
+const BUYERS = 48
+const DUPLICATES = 8
+
+interface Buyer {
+  userId: number
+  cartId: number
+  wants: Map<number, number>
+  key: string
+}
+
+interface Reply {
+  status: number
+  body: any
+  retryAfter: string | null
+}
+
+describe.skipIf(!sharding.ok)('a race of carts spanning two shards, through the service', () => {
+  let cluster: TestCluster
+
+  beforeAll(async () => {
+    cluster = await sharedCluster()
+  })
+
+  async function race(precheck: boolean) {
+    await cluster.router.unsafe(`alter database shared_router ${precheck ? 'reset waitress.checkout_precheck' : 'set waitress.checkout_precheck = off'}`)
+    const service: RunningService = await startService(cluster.routerUrl, {
+      APP_DATABASE_URL: cluster.appUrl,
+      DB_POOL_MAX: '12',
+      DB_STATEMENT_TIMEOUT: '20s',
+      DB_LOCK_TIMEOUT: '15s',
+      DB_QUEUE_TIMEOUT: '30s',
+    })
+    try {
+      const sellers = [...(await usersOn(cluster.router, 0, 3)), ...(await usersOn(cluster.router, 1, 3))]
+      // Plenty on shard 0, scarce on shard 1: parts on shard 0 are placed, then shard 1 often refuses.
+      const products = await Promise.all(
+        sellers.map((seller, i) => createProduct(cluster.api, { name: `Item ${i}`, seller_id: seller, stock: i < 3 ? 14 : 5 })),
+      )
+      const onShard = [products.slice(0, 3), products.slice(3)]
+      const homes = [...(await usersOn(cluster.router, 0, BUYERS / 2)), ...(await usersOn(cluster.router, 1, BUYERS / 2))]
+      const buyers: Buyer[] = []
+      for (const [n, userId] of homes.entries()) {
+        const cart = await cartOf(cluster.api, userId)
+        const wants = new Map<number, number>()
+        for (const shard of onShard) {
+          const chosen = [...shard].sort(() => Math.random() - 0.5).slice(0, 1 + (n % 2))
+          for (const product of chosen) {
+            const quantity = 1 + Math.floor(Math.random() * 2)
+            await addItem(cluster.api, cart.id, product.id, quantity)
+            wants.set(product.id, quantity)
+          }
+        }
+        buyers.push({ userId, cartId: cart.id, wants, key: `race-${crypto.randomUUID()}` })
+      }
+      const start = await startShardedRun(
+        cluster.shards,
+        products.map((p) => p.id),
+      )
+
+      const checkout = async (buyer: Buyer): Promise<Reply> => {
+        try {
+          const response = await fetch(`${service.baseUrl}/carts/${buyer.cartId}/checkout`, {
+            method: 'POST',
+            headers: { 'idempotency-key': buyer.key },
+          })
+          return { status: response.status, body: await response.json(), retryAfter: response.headers.get('retry-after') }
+        } catch (error) {
+          return { status: 0, body: { error: String(error) }, retryAfter: null }
+        }
+      }
+      const duplicated = buyers.slice(0, DUPLICATES)
+      const [first, twins] = await Promise.all([Promise.all(buyers.map(checkout)), Promise.all(duplicated.map(checkout))])
+      const retries = await Promise.all(buyers.map(checkout))
+
+      // Nothing but a placement or a refusal for stock reached a client.
+      if ([...first, ...twins, ...retries].some((reply) => ![201, 422].includes(reply.status))) {
+        service.child.kill('SIGTERM')
+        const log = await new Response(service.child.stdout).text()
+        console.log(log.split('\n').filter((line) => /"status":5|sqlstate|error/.test(line)).slice(0, 20).join('\n'))
+      }
+      for (const reply of [...first, ...twins, ...retries]) expect([201, 422]).toContain(reply.status)
+      // Each buyer's requests, all with one key: at most one placement, and
+      // every 201 for that key carries the same orders. A refusal takes
+      // nothing and frees the key, so a later request may still be placed.
+      const attempts: Attempt[] = []
+      let phantom = 0
+      for (const [i, buyer] of buyers.entries()) {
+        const replies = [first[i], ...(i < DUPLICATES ? [twins[i]] : []), retries[i]]
+        const placements = replies.filter((reply) => reply.status === 201)
+        for (const placement of placements) expect(placement.body.data).toEqual(placements[0].body.data)
+        // A refusal after the placement would mean the key forgot it: only the concurrent twin may come first.
+        if (placements.length > 0) expect(retries[i].status).toBe(201)
+        for (const reply of replies.filter((reply) => reply.status !== 201))
+          attempts.push({ cartId: buyer.cartId, buyerId: buyer.userId, wants: buyer.wants, outcome: outcomeOfHttp(reply.status, reply.body) })
+        if (placements.length > 0)
+          attempts.push({ cartId: buyer.cartId, buyerId: buyer.userId, wants: buyer.wants, outcome: outcomeOfHttp(201, placements[0].body) })
+        // Refused while other checkouts' parts held the stock, placed once they were undone: the window.
+        if (placements.length > 0 && replies.some((reply) => reply.status !== 201)) phantom++
+      }
+      const verdict = await checkShardedInvariants(cluster.shards, { ...start, checkouts: attempts }, cluster.router)
+      expect(verdict.violations).toEqual([])
+      const placed = attempts.filter((a) => a.outcome.kind === 'accepted').length
+      console.log(
+        `race (dry run ${precheck ? 'on' : 'off'}): ${BUYERS} buyers, ${placed} placed, ${BUYERS - placed} refused, ` +
+          `${verdict.compensated} orders undone on a shard, ${phantom} refused first and placed on a later request`,
+      )
+      // Some checkouts are placed, some refused: the race was real.
+      expect(placed).toBeGreaterThan(0)
+      expect(placed).toBeLessThan(BUYERS)
+      return verdict
+    } finally {
+      service.child.kill('SIGTERM')
+      await service.child.exited
+      await cluster.router.unsafe('alter database shared_router reset waitress.checkout_precheck')
+    }
+  }
+
+  it('keeps all or nothing per buyer and conserves stock on each shard, with the dry run first', async () => {
+    await race(true)
+  })
+
+  it('keeps them when every part is placed in turn and refusals are undone (no dry run)', async () => {
+    const verdict = await race(false)
+    expect(verdict.compensated).toBeGreaterThan(0)
+  })
+
+  afterAll(() => {})
+})
