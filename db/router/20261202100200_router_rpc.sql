@@ -207,6 +207,12 @@ language plproxy as $$
   select rpc.purge_rate_limit_windows();
 $$;
 
+create function rpc.take_job_lease(p_route bigint, p_job text, p_every interval) returns jsonb
+language plproxy as $$
+  cluster 'waitress'; run on p_route;
+  select rpc.take_job_lease(p_job, p_every);
+$$;
+
 create function rpc.stale_checkouts(p_route bigint, p_age interval) returns jsonb
 language plproxy as $$
   cluster 'waitress'; run on p_route;

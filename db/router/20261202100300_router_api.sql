@@ -1081,6 +1081,33 @@ begin
 end
 $$;
 
+-- Periodic jobs run once per period across every service process: the
+-- lease lives on the first shard, one for the whole cluster. (Its lock ends
+-- with that shard's own transaction; the lease row alone keeps a second
+-- process from running the job within the period.)
+create function api.take_job_lease(p_job text, p_every interval) returns boolean
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  return (waitress.ok(rpc.take_job_lease((waitress.all_targets())[1], p_job, p_every)) #>> '{}')::boolean;
+end
+$$;
+
+create function api.expire_orders_due(p_ttl interval, p_every interval, p_limit integer default 500) returns integer
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  if not api.take_job_lease('expire_orders', p_every) then
+    return null;
+  end if;
+  return api.expire_orders(p_ttl, p_limit);
+end
+$$;
+
 create function api.inventory_audit()
 returns table (
   product_id bigint,
