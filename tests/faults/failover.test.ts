@@ -33,7 +33,8 @@ describe('the installed postgres.js', () => {
     const entry = fileURLToPath(import.meta.resolve('postgres'))
     const root = join(dirname(entry), '..')
     expect(JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).version).toBe('3.4.9')
-    for (const file of ['src/connection.js', 'cjs/src/connection.js']) {
+    // src for Bun, Deno and Node's ESM, cjs for require, cf for Cloudflare's workerd.
+    for (const file of ['src/connection.js', 'cjs/src/connection.js', 'cf/src/connection.js']) {
       const source = readFileSync(join(root, file), 'utf8')
       // target_session_attrs is checked on every new session, not only the first
       expect(source).toContain('if (starting && target_session_attrs)')
