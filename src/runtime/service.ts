@@ -182,9 +182,8 @@ export async function startService(options: { config: Config; logger: Logger; da
     docsAssets: swaggerUiAssets,
     orderPlacer: {
       coalesce: true,
-      flashSaleCheckEveryMs: config.flashSaleCheckEveryMs,
-      maxBatch: config.flashSaleMaxBatch,
-      batchesInFlight: config.flashSaleBatchesInFlight,
+      maxBatch: config.checkoutMaxBatch,
+      callsInFlight: config.checkoutCallsInFlight,
     },
   })
   const listening = await runtime.listen(app)

@@ -13,7 +13,7 @@ let server: ReturnType<ReturnType<typeof createApp>['listen']>
 let baseUrl: string
 
 beforeAll(() => {
-  server = createApp(apiSql(), { orderPlacer: { flashSaleCheckEveryMs: 0 } }).listen({ port: 0, hostname: '127.0.0.1' })
+  server = createApp(apiSql()).listen({ port: 0, hostname: '127.0.0.1' })
   baseUrl = `http://127.0.0.1:${server.server!.port}`
 })
 afterAll(async () => {

@@ -5,7 +5,7 @@ import { addItem, cartFor, createProduct, newUserId, placedOrder, stockOf } from
 import { bearer, TEST_SECRET } from '../support/auth.ts'
 
 const sql = testSql()
-const secured = createApp(apiSql(), { authJwtSecret: TEST_SECRET, orderPlacer: { flashSaleCheckEveryMs: 0 } })
+const secured = createApp(apiSql(), { authJwtSecret: TEST_SECRET })
 
 async function call(userId: number, path: string, init: { method?: string; body?: unknown } = {}) {
   const headers: Record<string, string> = { ...(await bearer(userId)) }

@@ -70,7 +70,7 @@ describe('flash sale', () => {
   })
 
   it('sells in flash-sale mode: checkouts coalesced into batches, every invariant holding, the mode off again after', async () => {
-    const batching = createApp(apiSql(), { orderPlacer: { flashSaleCheckEveryMs: 0 }, metrics: new Metrics(undefined, { defaultMetrics: false }) }).listen({ port: 0, hostname: '127.0.0.1' })
+    const batching = createApp(apiSql(), { metrics: new Metrics(undefined, { defaultMetrics: false }) }).listen({ port: 0, hostname: '127.0.0.1' })
     try {
       const result = await runFlashSale({
         baseUrl: `http://127.0.0.1:${batching.server!.port}`,

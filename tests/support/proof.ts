@@ -45,7 +45,7 @@ export async function flashSaleChannel(): Promise<Channel> {
   const owner = testSql()
   const switchProduct = await createProduct(owner, { name: 'flash-sale switch', stock: 0 })
   await owner`select api.set_flash_sale(${switchProduct.id}, true)`
-  const channel = httpChannel({ flashSaleCheckEveryMs: 0 })
+  const channel = httpChannel()
   return {
     ...channel,
     name: 'HTTP in flash-sale mode',
