@@ -665,6 +665,155 @@ comment on function waitress.place_orders(jsonb) is
   'The checkout''s rules, once: many checkouts in one transaction, each all or nothing, in arrival order. '
   'Returns one {"orders": [...], "replayed": bool} or {"error": {code, message, detail, hint}} per request, in order.';
 
+-- The one-request path: a lone checkout without an Idempotency-Key (a SQL
+-- caller, an edge runtime, a request that found the service idle) skips the
+-- batch machinery: no JSON requests, no loops, no subtransaction. It only
+-- ever ACCEPTS: it places the order when the request passes every rule that
+-- waitress.place_orders applies (open lines of the cart, the limits, for
+-- sale, stock, one seller, a total that fits), in the same order of work
+-- (lines chosen under the cart lock, everything written, the products queued
+-- for, locked and decremented last). Whenever anything is off it returns
+-- null, and the caller hands the request to waitress.place_orders, which
+-- decides and words every refusal: the rules are written once, and both
+-- paths are run against the same cases (tests/sql/checkout-paths.test.ts).
+create function waitress.place_one(
+  p_cart_id bigint, p_buyer_id bigint, p_item_ids bigint[], p_note text, p_one_seller boolean, p_user_id bigint
+) returns jsonb
+language plpgsql
+set search_path = ''
+set plan_cache_mode = force_generic_plan
+set enable_seqscan = off
+as $$
+declare
+  v_limits record;
+  v_cart bigint;
+  v_buyer bigint;
+  l_item bigint[];
+  l_product bigint[];
+  l_qty integer[];
+  l_price bigint[];
+  l_weight integer[];
+  l_seller bigint[];
+  v_ok boolean;
+  v_sellers integer;
+  v_total numeric;
+  v_order_ids bigint[];
+  v_order_docs jsonb[];
+  v_item_docs jsonb[];
+  v_item_orders bigint[];
+  v_item_products bigint[];
+  v_product_docs jsonb;
+  v_sold integer;
+  v_orders jsonb;
+begin
+  select * into v_limits from waitress.checkout_limits();
+  if cardinality(p_item_ids) > v_limits.max_item_ids or length(p_note) > v_limits.max_note_length
+     or array_position(p_item_ids, null) is not null then
+    return null;
+  end if;
+  if p_cart_id is not null then
+    select c.id, c.user_id into v_cart, v_buyer from waitress.carts c where c.id = p_cart_id for no key update;
+  else
+    select c.id, c.user_id into v_cart, v_buyer from waitress.carts c where c.user_id = p_buyer_id for no key update;
+  end if;
+  if v_cart is null or v_buyer <> coalesce(p_user_id, v_buyer) then
+    return null;
+  end if;
+
+  -- The lines, read with their products (no product lock).
+  select array_agg(ci.id order by ci.product_id), array_agg(ci.product_id order by ci.product_id),
+         array_agg(ci.quantity order by ci.product_id), array_agg(p.price order by ci.product_id),
+         array_agg(p.weight order by ci.product_id), array_agg(p.seller_id order by ci.product_id),
+         bool_and(p.active and p.price > 0 and p.stock >= ci.quantity), count(distinct p.seller_id),
+         sum(p.price::numeric * ci.quantity)
+    into l_item, l_product, l_qty, l_price, l_weight, l_seller, v_ok, v_sellers, v_total
+    from waitress.cart_items ci
+    join waitress.products p on p.id = ci.product_id
+   where ci.cart_id = v_cart and not ci.purchased
+     and (p_item_ids is null or ci.id = any (p_item_ids));
+  if l_item is null or not v_ok or cardinality(l_item) > v_limits.max_lines
+     or (p_item_ids is not null and cardinality(l_item) <> (select count(distinct x) from unnest(p_item_ids) x))
+     or (p_one_seller and v_sellers > 1) or v_total > 9223372036854775807 then
+    return null;
+  end if;
+
+  with lines as (
+    select * from unnest(l_item, l_product, l_qty, l_price, l_weight, l_seller)
+                  as l(cart_item_id, product_id, quantity, price, weight, seller_id)
+  ), bought as (
+    update waitress.cart_items ci set purchased = true where ci.id = any (l_item)
+  ), new_orders as (
+    select nextval('waitress.orders_id_seq') as id, o.*
+      from (select seller_id, sum(price * quantity) as total_price from lines group by seller_id order by seller_id) o
+  ), inserted_orders as (
+    insert into waitress.orders (id, buyer_id, seller_id, total_price, note)
+    overriding system value
+    select id, v_buyer, seller_id, total_price, p_note from new_orders order by id
+    returning *
+  ), inserted_lines as (
+    insert into waitress.order_items (order_id, product_id, cart_item_id, quantity, price, weight)
+    select o.id, l.product_id, l.cart_item_id, l.quantity, l.price, l.weight
+      from lines l join new_orders o on o.seller_id = l.seller_id
+     order by o.id, l.cart_item_id
+    returning *
+  ), sales as (
+    insert into waitress.stock_movements (product_id, quantity, reason, order_id)
+    select i.product_id, -i.quantity, 'sale', i.order_id from inserted_lines i
+  )
+  select (select array_agg(o.id order by o.id) from inserted_orders o),
+         (select array_agg(to_jsonb(o) order by o.id) from inserted_orders o),
+         (select array_agg(jsonb_build_object('id', i.id, 'cart_item_id', i.cart_item_id, 'quantity', i.quantity,
+                                              'price', i.price, 'weight', i.weight) order by i.order_id, i.cart_item_id)
+            from inserted_lines i),
+         (select array_agg(i.order_id order by i.order_id, i.cart_item_id) from inserted_lines i),
+         (select array_agg(i.product_id order by i.order_id, i.cart_item_id) from inserted_lines i)
+    into v_order_ids, v_order_docs, v_item_docs, v_item_orders, v_item_products;
+
+  -- Last: the queue, then the products locked in id order and decremented if still as read.
+  perform pg_advisory_xact_lock(1463899218, (x % 2147483647)::integer) from unnest(l_product) x;
+  with want as (
+    select * from unnest(l_product, l_qty, l_price, l_weight, l_seller) as w(id, quantity, price, weight, seller_id)
+  ), locked as (
+    select p.id
+      from waitress.products p
+      join want w on w.id = p.id
+     where p.stock >= w.quantity and p.active and p.price > 0
+       and p.price = w.price and p.weight = w.weight and p.seller_id = w.seller_id
+     order by p.id
+       for no key update of p
+  ), sold as (
+    update waitress.products p
+       set stock = p.stock - w.quantity
+      from want w
+     where p.id = w.id
+       and (select count(*) from locked) = cardinality(l_product)
+    returning p.id, waitress.product_json(p) as doc
+  )
+  select jsonb_object_agg(sold.id::text, sold.doc), count(*) into v_product_docs, v_sold from sold;
+  if v_sold <> cardinality(l_product) then
+    -- A product moved since it was read: take back what was written (this
+    -- transaction's own rows) and let waitress.place_orders decide.
+    delete from waitress.stock_movements m where m.order_id = any (v_order_ids);
+    delete from waitress.order_items i where i.order_id = any (v_order_ids);
+    delete from waitress.orders o where o.id = any (v_order_ids);
+    update waitress.cart_items ci set purchased = false where ci.id = any (l_item);
+    return null;
+  end if;
+
+  select jsonb_agg(o.doc || jsonb_build_object('items',
+           (select jsonb_agg(i.doc || jsonb_build_object('product', v_product_docs->(i.product_id::text)) order by i.n)
+              from unnest(v_item_docs, v_item_orders, v_item_products) with ordinality as i(doc, order_id, product_id, n)
+             where i.order_id = o.id)) order by o.id)
+    into v_orders
+    from unnest(v_order_ids, v_order_docs) as o(id, doc);
+  return jsonb_build_object('orders', v_orders, 'replayed', false);
+end
+$$;
+
+comment on function waitress.place_one(bigint, bigint, bigint[], text, boolean, bigint) is
+  'The one-request path of a checkout without an idempotency key: places the order when every rule of '
+  'waitress.place_orders passes, else returns null for waitress.place_orders to decide.';
+
 create function api.place_orders(p_requests jsonb) returns jsonb
 language sql
 security definer
@@ -694,6 +843,12 @@ as $$
 declare
   v_result jsonb;
 begin
+  if p_idempotency_key is null then
+    v_result := waitress.place_one(p_cart_id, null, p_item_ids, p_note, false, p_user_id);
+    if v_result is not null then
+      return v_result;
+    end if;
+  end if;
   v_result := waitress.place_orders(jsonb_build_array(jsonb_build_object(
     'cart_id', p_cart_id, 'item_ids', to_jsonb(p_item_ids), 'note', p_note,
     'user_id', p_user_id, 'idempotency_key', p_idempotency_key)))->0;
@@ -728,6 +883,12 @@ begin
     perform waitress.refuse('WA006', 'no cart items to order', jsonb_build_object('buyer_id', p_buyer_id),
                             'Name at least one cart item, or check out the whole cart.');
   end if;
+  if p_idempotency_key is null then
+    v_result := waitress.place_one(null, p_buyer_id, p_cart_item_ids, p_note, true, null);
+    if v_result is not null then
+      return v_result;
+    end if;
+  end if;
   v_result := waitress.place_orders(jsonb_build_array(jsonb_build_object(
     'buyer_id', p_buyer_id, 'item_ids', to_jsonb(p_cart_item_ids), 'note', p_note, 'one_seller', true,
     'idempotency_key', p_idempotency_key)))->0;
@@ -748,6 +909,7 @@ set local role waitress_owner;
 drop function if exists api.place_buyer_order(bigint, bigint[], text, text);
 drop function if exists api.place_order(bigint, bigint[], text, text, bigint);
 drop function if exists api.place_orders(jsonb);
+drop function if exists waitress.place_one(bigint, bigint, bigint[], text, boolean, bigint);
 drop function if exists waitress.place_orders(jsonb);
 drop function if exists waitress.place_orders_attempt(jsonb, boolean);
 drop function if exists waitress.checkout_limits();
