@@ -6,7 +6,7 @@ import { expectErrorEnvelope, req, requester } from '../support/http.ts'
 import { bearer, TEST_SECRET } from '../support/auth.ts'
 
 const sql = testSql()
-const secured = requester(createApp(apiSql(), { authJwtSecret: TEST_SECRET, orderPlacer: { flashSaleCheckEveryMs: 0 } }))
+const secured = requester(createApp(apiSql(), { authJwtSecret: TEST_SECRET }))
 
 async function cartWithLine(stock = 10, quantity = 2) {
   const product = await createProduct(sql, { stock })

@@ -7,8 +7,8 @@ import { expectErrorEnvelope } from '../support/http.ts'
 import { rawRequest } from '../support/raw-http.ts'
 
 const sql = testSql()
-const open = createApp(apiSql(), { orderPlacer: { flashSaleCheckEveryMs: 0 } }).listen({ port: 0, hostname: '127.0.0.1' })
-const secured = createApp(apiSql(), { authJwtSecret: TEST_SECRET, orderPlacer: { flashSaleCheckEveryMs: 0 } }).listen({
+const open = createApp(apiSql()).listen({ port: 0, hostname: '127.0.0.1' })
+const secured = createApp(apiSql(), { authJwtSecret: TEST_SECRET }).listen({
   port: 0,
   hostname: '127.0.0.1',
 })
