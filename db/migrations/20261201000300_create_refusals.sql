@@ -29,7 +29,7 @@ insert into waitress.refusals (code, http_status, source, title, meaning, detail
    'No such cart, or it is another user''s (answered exactly as if it did not exist).',
    '{"cart_id"}', 'Get the buyer''s cart first: GET /carts, or api.cart_for_user(user_id).'),
   ('WA002', 404, 'waitress', 'product not found',
-   'No such product, or (for its stock, history and flash-sale mode) it is another seller''s.',
+   'No such product, or (for its stock and history) it is another seller''s.',
    '{"product_id"}', 'Check the product id; only a product''s seller may change its stock or read its history.'),
   ('WA003', 422, 'waitress', 'product not for sale',
    'A product is inactive or priced at zero.',

@@ -39,7 +39,6 @@ describe('a client that sends JSON bodies with no Content-Type (as Go net/http d
 
     expect((await client.post(`/products/${productId}/restock`, { quantity: 2, note: 'more' })).status).toBe(200)
     expect((await client.post(`/products/${productId}/adjust`, { quantity: -1, reason: 'count' })).status).toBe(200)
-    expect((await client.post(`/products/${productId}/flash-sale`, { enabled: false }, 'PUT')).status).toBe(200)
 
     const cart = await client.get(`/carts?user_id=${buyerId}`)
     expect(cart.status).toBe(200)
