@@ -29,6 +29,20 @@ export const OUTCOME_UNKNOWN = 'WA103'
 /** A checkout naming more items than this is bulky: it goes in a lane of its own. */
 export const BULKY_ITEMS = 10
 
+/** After each bulky call the bulky lane rests this many times as long as the call took: bulky checkouts get at most a quarter of one connection's time. */
+export const BULKY_REST = 3
+
+interface Lane {
+  queue: Waiting[]
+  inFlight: number
+  max: number
+  /** Rest after each call, in multiples of its duration (0: none). */
+  rest: number
+  /** No call before this time (performance.now()). */
+  readyAt: number
+  wake?: ReturnType<typeof setTimeout>
+}
+
 export interface OrderPlacerOptions {
   /**
    * Coalescing at all (default true): only where a process outlives its
@@ -44,6 +58,8 @@ export interface OrderPlacerOptions {
    * waited goes in the next call, as one batch.
    */
   callsInFlight?: number
+  /** Longest a checkout waits for a call slot; then it is refused with 503 (DatabaseBusyError queue_timeout), as the pool's gate does. */
+  maxWaitMs?: number
 }
 
 /** What an OrderPlacer reports as it goes (metrics). */
@@ -60,6 +76,7 @@ interface Waiting {
   key: string | null
   resolve: (placed: Placed) => void
   reject: (error: unknown) => void
+  timer?: ReturnType<typeof setTimeout>
 }
 
 /**
@@ -76,9 +93,10 @@ interface Waiting {
  * refusal, decided in arrival order, and an Idempotency-Key rides along
  * (recorded in the batch's transaction).
  *
- * A checkout that names more than BULKY_ITEMS items has a lane of its own,
- * one call at a time: however large the carts a client sends, they are never
- * batched with everyday checkouts, and they take at most one connection.
+ * A checkout that names more than BULKY_ITEMS items has a lane of its own:
+ * one call at a time, and after each call a rest BULKY_REST times as long.
+ * However many large carts clients loop, they are never batched with
+ * everyday checkouts and take at most a quarter of one connection's time.
  *
  * A batch never fails a buyer for another's request: when the call fails
  * for a reason that can be one request's (its data breaks a rule of the
@@ -90,10 +108,18 @@ interface Waiting {
  * their Idempotency-Key.
  */
 export class OrderPlacer {
-  /** Two lanes: everyday checkouts, and bulky ones (one call at a time), so a large cart never slows a batch of small ones. */
-  private readonly lanes = { small: { queue: [] as Waiting[], inFlight: 0, max: 0 }, bulky: { queue: [] as Waiting[], inFlight: 0, max: 1 } }
+  /**
+   * Two lanes: everyday checkouts, and bulky ones (one call at a time, then a
+   * rest), so a large cart is never in a batch of small ones, and however many
+   * large carts clients loop, they take at most a quarter of one connection.
+   */
+  private readonly lanes: { small: Lane; bulky: Lane } = {
+    small: { queue: [], inFlight: 0, max: 0, rest: 0, readyAt: 0 },
+    bulky: { queue: [], inFlight: 0, max: 1, rest: BULKY_REST, readyAt: 0 },
+  }
   private readonly maxBatch: number
   private readonly coalesce: boolean
+  private readonly maxWaitMs: number
   private calls = 0
   private batches = 0
   private checkouts = 0
@@ -105,6 +131,7 @@ export class OrderPlacer {
     private readonly events: OrderPlacerEvents = ignore,
   ) {
     this.maxBatch = options.maxBatch ?? 500
+    this.maxWaitMs = options.maxWaitMs ?? 5_000
     this.lanes.small.max = options.callsInFlight ?? 2
     this.coalesce = options.coalesce ?? true
   }
@@ -125,8 +152,17 @@ export class OrderPlacer {
   private queued(request: PlaceRequest, key: string | null): Promise<Placed> {
     const lane = (request.item_ids?.length ?? 0) > BULKY_ITEMS ? this.lanes.bulky : this.lanes.small
     return new Promise<Placed>((resolve, reject) => {
-      lane.queue.push({ request, key, resolve, reject })
+      const waiting: Waiting = { request, key, resolve, reject }
+      lane.queue.push(waiting)
       this.pump(lane)
+      // Still waiting for a slot (the calls in flight are slow, or stuck on a database that went away): bounded.
+      if (lane.queue[lane.queue.length - 1] === waiting)
+        waiting.timer = setTimeout(() => {
+          const at = lane.queue.indexOf(waiting)
+          if (at < 0) return
+          lane.queue.splice(at, 1)
+          reject(new DatabaseBusyError('queue_timeout'))
+        }, this.maxWaitMs)
     })
   }
 
@@ -148,12 +184,23 @@ export class OrderPlacer {
     return { calls: this.calls, batches: this.batches, checkouts: this.checkouts, splits: this.splits, waiting }
   }
 
-  private pump(lane: { queue: Waiting[]; inFlight: number; max: number }) {
+  private pump(lane: Lane) {
+    const now = performance.now()
+    if (lane.readyAt > now) {
+      lane.wake ??= setTimeout(() => {
+        lane.wake = undefined
+        this.pump(lane)
+      }, lane.readyAt - now)
+      return
+    }
     while (lane.inFlight < lane.max && lane.queue.length > 0) {
       const batch = lane.queue.splice(0, this.maxBatch)
+      for (const waiting of batch) clearTimeout(waiting.timer)
       lane.inFlight++
+      const started = performance.now()
       void this.send(batch, { timeouts: 0 }).finally(() => {
         lane.inFlight--
+        if (lane.rest > 0) lane.readyAt = performance.now() + lane.rest * (performance.now() - started)
         this.pump(lane)
       })
     }

@@ -184,6 +184,7 @@ export async function startService(options: { config: Config; logger: Logger; da
       coalesce: true,
       maxBatch: config.checkoutMaxBatch,
       callsInFlight: config.checkoutCallsInFlight,
+      maxWaitMs: config.dbQueueTimeoutMs,
     },
   })
   const listening = await runtime.listen(app)

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'bun:test'
 import postgres from 'postgres'
 import type { Sql } from '../../src/db/client.ts'
+import { DatabaseBusyError } from '../../src/db/gate.ts'
 import { OrderPlacer, OUTCOME_UNKNOWN, Refused, type PlaceRequest } from '../../src/order-placer.ts'
 import { apiSql, testSql } from '../support/db.ts'
 import { addItem, auditOf, cartFor, createProduct, stockOf } from '../support/fixtures.ts'
@@ -158,6 +159,20 @@ describe('a bulky checkout', () => {
     await outcomes
     expect(fake.calls).toContainEqual([99])
     expect(fake.calls).toContainEqual([1, 2])
+  })
+})
+
+describe('a checkout waiting for a call slot', () => {
+  it('is refused with 503 (queue_timeout) once it has waited maxWaitMs, as the pool gate does', async () => {
+    const fake = scriptedSql(() => undefined)
+    const placer = new OrderPlacer(fake.sql, { callsInFlight: 1, maxWaitMs: 50 })
+    const blocker = placer.place(whole(0))
+    const waited = await placer.place(whole(1)).catch((error) => error)
+    expect(waited).toBeInstanceOf(DatabaseBusyError)
+    expect(waited.reason).toBe('queue_timeout')
+    fake.release()
+    await blocker
+    expect(fake.calls).toEqual([[0]])
   })
 })
 
