@@ -127,8 +127,11 @@ export const cartRoutes = (sql: Sql, access: AccessPlugin, placer: OrderPlacer) 
           summary: 'Check out the whole cart: one order per seller',
           description:
             'One database call (api.place_order): all or nothing. 404 unknown cart (WA001); 422 empty cart (WA006), ' +
-            'a product not for sale (WA003), insufficient stock (WA004, details.shortages lists every short line). ' +
-            "Another user's cart is 404. With Idempotency-Key a retry returns the first response; the same key " +
+            'a product not for sale (WA003), insufficient stock (WA004, details.shortages lists every short line), ' +
+            'more than 100 open lines (WA112), a total past an amount (WA113). ' +
+            "Another user's cart is 404. 503 WA103: the database went away after the checkout was sent, so it may " +
+            'have been placed (retry with the same Idempotency-Key, or read GET /orders first). With Idempotency-Key a ' +
+            'retry returns the first response; the same key ' +
             'with another note is 422 (WA101).',
         },
       },

@@ -57,7 +57,11 @@ export const orderRoutes = (sql: Sql, access: AccessPlugin, placer: OrderPlacer)
             "422 when an id is not an open item of the buyer's cart (WA005), the items span sellers (WA007: order " +
             'per seller, or check out the cart), a product is not for sale (WA003) or stock is short (WA004). ' +
             "With authentication the buyer is the token's user (buyer_id may be left out; another is 403). " +
-            'With Idempotency-Key a retry returns the first response; the same key with other items is 422 (WA101).',
+            'With Idempotency-Key a retry returns the first response; the same key with other items is 422 (WA101). ' +
+            'Limits, each its own 422: more than 100 distinct cart item ids (WA110; duplicates collapse first), a note ' +
+            'over 1000 characters (WA111), more than 100 lines (WA112), a total past an amount (WA113). 503 WA103: the ' +
+            'database went away after the checkout was sent, so it may have been placed: retry with the same ' +
+            'Idempotency-Key, or look in GET /orders?buyer_id=… (each line names its cart_item_id) before ordering again.',
         },
       },
     )
