@@ -528,16 +528,21 @@ function childrenCpuMs(): number {
   return stat ? ((stat.cutime + stat.cstime) * 1000) / clockTicks() : Number.NaN
 }
 
-/** Waits until no checkout of the service is running in the database any more (requests wrk left behind finish), at most 15 s. */
+/**
+ * Waits until the service is idle: no checkout running in the database for
+ * half a second in a row (wrk leaves a request per connection behind, and
+ * the order placer may still hold hundreds queued between two calls), at
+ * most 30 s.
+ */
 async function settle(ctx: Context): Promise<void> {
-  const deadline = Date.now() + 15_000
-  await Bun.sleep(200)
-  while (Date.now() < deadline) {
+  const deadline = Date.now() + 30_000
+  let quiet = 0
+  while (Date.now() < deadline && quiet < 5) {
+    await Bun.sleep(100)
     const [{ n }] = await ctx.sql<{ n: number }[]>`
       select count(*)::int as n from pg_stat_activity
        where state = 'active' and pid <> pg_backend_pid() and query ilike '%place_%order%'`
-    if (n === 0) return
-    await Bun.sleep(100)
+    quiet = n === 0 ? quiet + 1 : 0
   }
 }
 
