@@ -470,7 +470,7 @@ async function driveHttp(
   await atReady()
   const snapshot = () => {
     const [service1, service2, service3, db] = treeCpuMs([...service.pids, ...Array(3 - service.pids.length).fill(-1), ctx.postmasterPid ?? -1])
-    return { service: [service1, service2, service3].filter(Number.isFinite).reduce((a, b) => a + b, 0), db, machine: machineBusyMs() }
+    return { service: [service1, service2, service3].filter(Number.isFinite).reduce((a, b) => a + b, 0), db, machine: machineBusyMs(), at: performance.now() }
   }
   const start = snapshot()
   // wrk's own CPU: a child's times reach this process once it has exited and been reaped.
@@ -518,6 +518,8 @@ async function driveHttp(
       db: Number.isFinite(end.db) && Number.isFinite(start.db) ? end.db - start.db : null,
       client: Number.isFinite(clientMs) ? clientMs : Number.NaN,
       machine: end.machine - start.machine,
+      // The counters span the measured phase and the settling after it.
+      windowMs: end.at - start.at,
     },
   }
 }

@@ -18,7 +18,7 @@ export interface CellResult extends Omit<LoadResult, 'used' | 'exhausted'> {
    * bypass it, db null when not measurable; machine is the whole machine's busy
    * time over all cores (/proc/stat).
    */
-  cpuMs: { service: number | null; db: number | null; client: number; machine: number }
+  cpuMs: { service: number | null; db: number | null; client: number; machine: number; windowMs?: number }
   /** The side load of the shop (other products' buyers) and attack (the attackers) scenarios. */
   side?: SideResult
   /** Stock, orders and ledger read back after the cell: empty when all held. */
@@ -91,7 +91,7 @@ export interface Aggregate {
 /** Cores the rest of the machine used during a cell: busy time less the service, the database and the load generator. */
 export function otherCores(cell: CellResult): number {
   const ours = (cell.cpuMs.service ?? 0) + (cell.cpuMs.db ?? 0) + cell.cpuMs.client
-  return Math.max(0, cell.cpuMs.machine - ours) / cell.elapsedMs
+  return Math.max(0, cell.cpuMs.machine - ours) / (cell.cpuMs.windowMs ?? cell.elapsedMs)
 }
 
 const perOrderUs = (ms: number | null, orders: number) => (ms === null || !Number.isFinite(ms) || orders === 0 ? Number.NaN : (ms * 1000) / orders)
