@@ -162,6 +162,28 @@ describe('a bulky checkout', () => {
   })
 })
 
+describe('the bulky lane', () => {
+  it('rests three times as long as each call took before the next one', async () => {
+    const sent: number[] = []
+    const done: number[] = []
+    const slow = (async (strings: TemplateStringsArray) => {
+      sent.push(performance.now())
+      await Bun.sleep(30)
+      done.push(performance.now())
+      const batched = strings.join('?').includes('place_orders')
+      const order = { orders: [{ id: 1 }], replayed: false }
+      return batched ? [{ outcomes: [order, order] }] : [{ placed: order }]
+    }) as unknown as Sql
+    ;(slow as unknown as { json: (x: unknown) => unknown }).json = (x) => x
+    const placer = new OrderPlacer(slow)
+    const bulky = () => placer.place({ ...whole(1), item_ids: Array.from({ length: 11 }, (_, i) => i + 1) })
+    await bulky()
+    await bulky()
+    expect(sent).toHaveLength(2)
+    expect(sent[1] - done[0]).toBeGreaterThanOrEqual(3 * (done[0] - sent[0]) - 5)
+  })
+})
+
 describe('a checkout waiting for a call slot', () => {
   it('is refused with 503 (queue_timeout) once it has waited maxWaitMs, as the pool gate does', async () => {
     const fake = scriptedSql(() => undefined)
