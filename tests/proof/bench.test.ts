@@ -4,7 +4,7 @@ import { parseOptions, PLAN } from '../../bench/bench.ts'
 import { niceStep, renderChart } from '../../bench/chart.ts'
 import { machineBusyMs, parseStat, postmasterOf, processCpuMs, treeCpuMs } from '../../bench/cpu.ts'
 import { BuyerPool, cartLines } from '../../bench/fixtures.ts'
-import { aggregate, renderMarkdown, targets, type CellResult, type Machine } from '../../bench/report.ts'
+import { aggregate, explainMisses, renderMarkdown, targets, type CellResult, type Machine } from '../../bench/report.ts'
 import { median, quantile } from '../../bench/stats.ts'
 import type { Mode, Scenario } from '../../bench/types.ts'
 import { testSql } from '../support/db.ts'
@@ -184,6 +184,13 @@ describe('bench: report', () => {
     expect(found.find((t) => t.what.includes('HTTP@1024'))!.met).toBeNull()
     expect(found.find((t) => t.what.includes('direct place_order'))!.met).toBe(false)
     expect(found.find((t) => t.id === '6')!.met).toBe(true)
+  })
+
+  it('explains each missed target with the run\'s own numbers', () => {
+    const aggregates = aggregate(cells)
+    const lines = explainMisses(targets(aggregates), aggregates, { nproc: 2 })
+    expect(lines.some((l) => l.startsWith('**The single checkout'))).toBe(true)
+    expect(explainMisses([], aggregates, { nproc: 2 })).toEqual([])
   })
 
   it('writes the markdown and an SVG line per mode', () => {
