@@ -58,7 +58,7 @@ describe('bench: flags', () => {
     const full = parseOptions([])
     expect(full).toMatchObject({ seconds: 5, repeats: 3, quick: false })
     expect(full.cells).toEqual(PLAN.full)
-    expect(full.concurrency).toEqual([4, 10, 16, 32, 256, 1024].filter((c) => PLAN.full.some((cell) => cell.concurrency === c)))
+    expect(full.concurrency).toEqual([10, 32, 64, 256, 1024])
     expect(full.modes).toEqual(['http', 'http-3proc', 'http-attacked', 'direct', 'baseline', 'bare'])
     expect(full.out).toEndWith('docs/benchmarks.md')
     const quick = parseOptions(['--quick'])
