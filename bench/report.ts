@@ -398,7 +398,10 @@ export function explainMisses(found: Target[], aggregates: Aggregate[], machine:
   const cores = (a: Aggregate) => (a.cpuUs.total !== null ? ((a.cpuUs.total * a.rate) / 1e6).toFixed(2) : '—')
   const out: string[] = []
   const missed = (pred: (t: Target) => boolean) => found.some((t) => t.met === false && pred(t))
-  for (const concurrency of [256, 1024]) {
+  for (const [concurrency, goal] of [
+    [256, 100],
+    [1024, 250],
+  ]) {
     const a = get('hot', 'http', concurrency)
     if (!a || !missed((t) => t.id === '1' && t.what.includes(`p99@${concurrency}`))) continue
     out.push(
@@ -407,22 +410,24 @@ export function explainMisses(found: Target[], aggregates: Aggregate[], machine:
         'because a buyer who arrives just after a call left waits for that call and then for its own. The rate is bound by CPU: ' +
         `${fmtUs(a.cpuUs.total)} µs per order (service ${fmtUs(a.cpuUs.service)}, database ${fmtUs(a.cpuUs.db)}) × ${fmtRate(a.rate)}/s = ` +
         `${cores(a)} cores, beside wrk's ${fmtUs(a.cpuUs.client)} µs per order and ${a.otherCores.toFixed(2)} cores of other load, on ` +
-        `${machine.nproc} cores. A p99 of 100 ms at 256 buyers needs about 2.5× the median's rate; nothing in the checkout waits ` +
-        'but the queue.',
+        `${machine.nproc} cores. At a fixed number of buyers latency falls as the rate rises, so a p99 of ${goal} ms needs about ` +
+        `${(a.p99 / goal).toFixed(2)}× this rate: ${fmtRate((a.rate * a.p99) / goal)} orders/s. Nothing in a checkout waits but the queue.`,
     )
   }
   const direct = get('hot', 'direct', 10)
   const bare = get('hot', 'bare', 10)
   if (direct && bare && missed((t) => t.id === '2'))
     out.push(
-      `**The single checkout (${fmtUs(direct.cpuUs.db)} µs of database CPU per order against the bare UPDATE's ${fmtUs(bare.cpuUs.db)}).** ` +
+      `**The single checkout (${fmtRate(direct.rate)} against ${fmtRate(bare.rate)} orders/s; ${fmtUs(direct.cpuUs.db)} µs of database ` +
+        `CPU per order against the bare UPDATE's ${fmtUs(bare.cpuUs.db)}).** ` +
         'The bare UPDATE writes one row of one table. A checkout locks a cart, reads its lines, and writes five tables: the ' +
         'order (with its generated code and three indexes), its lines (three foreign keys), the ledger (two foreign keys), the ' +
         'cart lines (a partial unique index, so never a HOT update) and the product. PostgreSQL charges per statement the ' +
         'executor set-up of each table, every CHECK constraint parsed again from text, and each foreign-key check as a query ' +
         'of its own; a callgrind profile puts those at about 25 %, 23 % and 12 % of a checkout, the JSON documents at 8 %. ' +
         'The one-request path already skips the batch machinery; the rest is the schema: domains for the single-column CHECKs ' +
-        'save about a tenth. At 10 connections the hot row adds its own wait (one commit flush per buyer, in turn).',
+        'save about a tenth. At 10 connections the rate follows the CPU: 10 buyers take turns on one row, each holding it for ' +
+        'its decrement and its commit flush, and between turns each spends its own CPU on the rest of the checkout.',
     )
   const three = get('hot', 'http-3proc')
   const one = three && get('hot', 'http', three.concurrency)
@@ -440,10 +445,11 @@ export function explainMisses(found: Target[], aggregates: Aggregate[], machine:
     out.push(
       `**The rest of the shop (p99 ${fmtMs(shop.side.p99)} ms).** A checkout names cart items, not products, so the service ` +
         "cannot tell before sending it whether it is the sale's: the other buyers wait in the same queue as the crowd and ride " +
-        `in the same batches. Their median ${fmtMs(shop.side.p50)} ms is the crowd's (${fmtMs(shop.p50)} ms): ` +
-        `Little's law gives ${shop.concurrency + (shop.side ? 16 : 0)} buyers ÷ ${fmtRate(shop.rate + shop.side.rate)} orders/s = ` +
-        `${fmtMs(((shop.concurrency + 16) * 1000) / (shop.rate + shop.side.rate))} ms. Inside the database they never wait for the hot ` +
-        "product's lock (a batch decides and writes before it queues for its products), only for their batch.",
+        `in the same batches. Their median ${fmtMs(shop.side.p50)} ms is the crowd's (${fmtMs(shop.p50)} ms), which Little's law sets ` +
+        `at ${shop.concurrency} buyers ÷ ${fmtRate(shop.rate)} orders/s = ${fmtMs((shop.concurrency * 1000) / shop.rate)} ms. ` +
+        "Their batch holds sale buyers too, so it takes its turn in the hot product's queue; a checkout of other products " +
+        'alone would not (each queues only for the products of its own lines). Telling them apart before sending needs the ' +
+        'products of a request, which the service does not know without a query of its own.',
     )
   const alone = get('attack', 'http')
   const attacked = get('attack', 'http-attacked')
