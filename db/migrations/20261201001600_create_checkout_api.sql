@@ -79,6 +79,9 @@ set search_path = ''
 -- were made while the tables were still empty.
 set plan_cache_mode = force_generic_plan
 set enable_seqscan = off
+-- The documents are built here (to_jsonb of the rows written), so their
+-- timestamps follow this function's TimeZone, as waitress.order_json's do.
+set timezone = 'UTC'
 as $$
 declare
   v_count integer := jsonb_array_length(p_requests);
@@ -683,6 +686,9 @@ language plpgsql
 set search_path = ''
 set plan_cache_mode = force_generic_plan
 set enable_seqscan = off
+-- The documents are built here (to_jsonb of the rows written), so their
+-- timestamps follow this function's TimeZone, as waitress.order_json's do.
+set timezone = 'UTC'
 as $$
 declare
   v_limits record;
@@ -743,7 +749,7 @@ begin
   ), bought as (
     update waitress.cart_items ci set purchased = true where ci.id = any (l_item)
   ), new_orders as (
-    select nextval('waitress.orders_id_seq') as id, o.*
+    select waitress.new_order_id(o.seller_id) as id, o.*
       from (select seller_id, sum(price * quantity) as total_price from lines group by seller_id order by seller_id) o
   ), inserted_orders as (
     insert into waitress.orders (id, buyer_id, seller_id, total_price, note)

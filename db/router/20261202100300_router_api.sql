@@ -238,51 +238,6 @@ begin
 end
 $$;
 
-create function api.set_flash_sale(p_product_id bigint, p_enabled boolean, p_user_id bigint default null)
-returns jsonb
-language plpgsql
-security definer
-set search_path = ''
-as $$
-declare
-  v jsonb; s text; m text; d text; h text;
-begin
-  begin
-    v := rpc.set_flash_sale(coalesce(p_product_id, 0), p_product_id, p_enabled, p_user_id);
-  exception when others then
-    get stacked diagnostics s = returned_sqlstate, m = message_text, d = pg_exception_detail, h = pg_exception_hint;
-    v := waitress.failed(s, m, d, h);
-  end;
-  return waitress.ok(v);
-end
-$$;
-
--- Asked about once a second by every service process, to choose how to send
--- checkouts (batched or not): a shard that cannot be reached counts as "no
--- flash sale there" instead of failing every checkout of the others.
-create function api.flash_sale_active() returns boolean
-language plpgsql
-security definer
-set search_path = ''
-as $$
-declare
-  t integer;
-  v jsonb;
-begin
-  foreach t in array waitress.all_targets() loop
-    begin
-      v := rpc.flash_sale_active(t);
-      if (v->>'ok')::boolean then
-        return true;
-      end if;
-    exception when others then
-      null;
-    end;
-  end loop;
-  return false;
-end
-$$;
-
 create function api.stock_movements(p_product_id bigint, p_limit integer default 10, p_offset integer default 0,
                                     p_user_id bigint default null)
 returns jsonb
@@ -816,7 +771,7 @@ $$;
 comment on function waitress.place_groups(jsonb[], integer[], jsonb, integer[], jsonb[]) is
   'Part of a batch: its requests on each database as one place_orders call there.';
 
--- Many checkouts at once (flash-sale batches): the requests whose lines are on
+-- Many checkouts at once (coalesced batches): the requests whose lines are on
 -- one shard go to that shard together, as one place_orders call there (each
 -- still all or nothing, in arrival order); a request spanning shards is a
 -- checkout across shards of its own. A shard that cannot be reached answers
