@@ -50,7 +50,7 @@ set local role waitress_owner;
 --               "note": ".." | null, "one_seller": true | false,
 --               "user_id": 42 | null (on whose behalf: another's cart is WA001),
 --               "idempotency_key": ".." | null}, ...]
--- returns, in the same order: {"orders": [Order, ...], "replayed": bool}
+-- returns, in the same order: {"orders": [Order, ...]} (+ "replayed": true for an Idempotency-Key's replay)
 --                           | {"error": {"code", "message", "detail", "hint"}}
 
 -- The limits of one order request: the cost of a checkout under any lock is
@@ -468,11 +468,15 @@ begin
     insert into waitress.stock_movements (product_id, quantity, reason, order_id)
     select i.product_id, -i.quantity, 'sale', i.order_id from inserted_lines i
   )
-  -- The documents are built from the rows just written (the Order schema of
-  -- waitress.order_json), not read back.
+  -- The documents are built from the rows just written (the keys of
+  -- waitress.order_json, named: a shard's orders have columns of their own),
+  -- not read back.
   select (select array_agg(o.id order by o.id) from inserted_orders o),
          (select array_agg(n.ord order by n.id) from new_orders n),
-         (select array_agg(to_jsonb(o) order by o.id) from inserted_orders o),
+         (select array_agg(jsonb_build_object('id', o.id, 'code', o.code, 'buyer_id', o.buyer_id, 'seller_id', o.seller_id,
+                                            'state', o.state, 'total_price', o.total_price, 'note', o.note, 'paid_at', o.paid_at,
+                                            'created_at', o.created_at, 'updated_at', o.updated_at) order by o.id)
+            from inserted_orders o),
          (select array_agg(jsonb_build_object('id', i.id, 'cart_item_id', i.cart_item_id, 'quantity', i.quantity,
                                               'price', i.price, 'weight', i.weight) order by i.order_id, i.cart_item_id)
             from inserted_lines i),
@@ -529,7 +533,7 @@ begin
       from unnest(v_order_ids, v_order_ords, v_order_docs) as o(id, ord, doc)
      group by o.ord
   loop
-    v_results[v_ord_orders.ord] := jsonb_build_object('orders', v_ord_orders.orders, 'replayed', false);
+    v_results[v_ord_orders.ord] := jsonb_build_object('orders', v_ord_orders.orders);
   end loop;
 
   return to_jsonb(v_results);
@@ -666,7 +670,7 @@ $$;
 
 comment on function waitress.place_orders(jsonb) is
   'The checkout''s rules, once: many checkouts in one transaction, each all or nothing, in arrival order. '
-  'Returns one {"orders": [...], "replayed": bool} or {"error": {code, message, detail, hint}} per request, in order.';
+  'Returns one {"orders": [...]} ("replayed": true added for a replay) or {"error": {code, message, detail, hint}} per request, in order.';
 
 -- The one-request path: a lone checkout without an Idempotency-Key (a SQL
 -- caller, an edge runtime, a request that found the service idle) skips the
@@ -767,7 +771,10 @@ begin
     select i.product_id, -i.quantity, 'sale', i.order_id from inserted_lines i
   )
   select (select array_agg(o.id order by o.id) from inserted_orders o),
-         (select array_agg(to_jsonb(o) order by o.id) from inserted_orders o),
+         (select array_agg(jsonb_build_object('id', o.id, 'code', o.code, 'buyer_id', o.buyer_id, 'seller_id', o.seller_id,
+                                            'state', o.state, 'total_price', o.total_price, 'note', o.note, 'paid_at', o.paid_at,
+                                            'created_at', o.created_at, 'updated_at', o.updated_at) order by o.id)
+            from inserted_orders o),
          (select array_agg(jsonb_build_object('id', i.id, 'cart_item_id', i.cart_item_id, 'quantity', i.quantity,
                                               'price', i.price, 'weight', i.weight) order by i.order_id, i.cart_item_id)
             from inserted_lines i),
@@ -832,7 +839,7 @@ comment on function api.place_orders(jsonb) is
   'Many checkouts in one transaction (at most 1000), each all or nothing, decided in arrival order: a refused '
   'request takes no stock and a later, smaller one can still buy. Requests {"cart_id"} or {"buyer_id"}, '
   '"item_ids", "note", "one_seller", "user_id", "idempotency_key" (as p_idempotency_key of api.place_order, '
-  'recorded in this transaction); returns per request {"orders": [...], "replayed": bool} or {"error": {code, '
+  'recorded in this transaction); returns per request {"orders": [...]} ("replayed": true for a replay) or {"error": {code, '
   'message, detail, hint}}, the codes of api.place_order.';
 
 create function api.place_order(
@@ -861,7 +868,7 @@ begin
   if v_result ? 'error' then
     perform waitress.raise(v_result->'error');
   end if;
-  return v_result;
+  return jsonb_build_object('orders', v_result->'orders', 'replayed', coalesce((v_result->>'replayed')::boolean, false));
 end
 $$;
 
@@ -901,7 +908,7 @@ begin
   if v_result ? 'error' then
     perform waitress.raise(v_result->'error');
   end if;
-  return v_result;
+  return jsonb_build_object('orders', v_result->'orders', 'replayed', coalesce((v_result->>'replayed')::boolean, false));
 end
 $$;
 
