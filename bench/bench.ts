@@ -23,6 +23,8 @@ import { allOf, BENCH_SELLER_ID, BENCH_STOCK, BuyerPool, createBenchProducts, on
 import { aggregate, fmtMs, fmtRate, otherCores, renderMarkdown, targets, type CellResult, type Machine, type Options, type SideResult } from './report'
 import { isHttp, MODES, SCENARIOS, type Buyer, type LoadConfig, type LoadResult, type Mode, type Scenario } from './types'
 import { ensureWrk, outcomesOf, startWrk } from './wrk'
+import { DERIVED_LOGIN, derivePassword } from '../src/db/app-login'
+import { pgbouncerBinary, startPgbouncer, type Pgbouncer } from '../tests/support/pgbouncer'
 
 const REPO = resolve(import.meta.dir, '..')
 const HELP = `npm run bench -- [flags]
@@ -63,6 +65,7 @@ export const PLAN: Record<'full' | 'quick', PlannedCell[]> = {
     { scenario: 'hot', mode: 'http', concurrency: 256 },
     { scenario: 'hot', mode: 'http', concurrency: 1024 },
     { scenario: 'hot', mode: 'http-3proc', concurrency: 256 },
+    { scenario: 'hot', mode: 'http-pgbouncer', concurrency: 256 },
     { scenario: 'multi', mode: 'bare', concurrency: 10 },
     { scenario: 'multi', mode: 'direct', concurrency: 10 },
     { scenario: 'multi', mode: 'baseline', concurrency: 10 },
@@ -77,6 +80,7 @@ export const PLAN: Record<'full' | 'quick', PlannedCell[]> = {
     { scenario: 'hot', mode: 'direct', concurrency: 4 },
     { scenario: 'hot', mode: 'http', concurrency: 16 },
     { scenario: 'hot', mode: 'http-3proc', concurrency: 16 },
+    { scenario: 'hot', mode: 'http-pgbouncer', concurrency: 16 },
     { scenario: 'multi', mode: 'bare', concurrency: 4 },
     { scenario: 'multi', mode: 'http', concurrency: 16 },
     { scenario: 'shop', mode: 'http', concurrency: 16, side: 4 },
@@ -147,7 +151,7 @@ interface Context {
   databaseUrl: string
   runDir: string
   /** The service as it starts by default (one process), and 3 processes sharing one port. */
-  services: Record<'one' | 'three', Service>
+  services: Record<'one' | 'three', Service> & { pooled?: Service }
   postmasterPid: number | undefined
   shelves: { hot: Shelf; multi: Shelf; others: Shelf; attack: Shelf }
   bareProducts: Record<'hot' | 'multi', number[]>
@@ -214,6 +218,19 @@ export async function main(args: string[]): Promise<void> {
     cleanups.push(() => one.stop())
     const three = options.cells.some((c) => c.mode === 'http-3proc') ? await startService(databaseUrl, runDir, children, 3) : one
     if (three !== one) cleanups.push(() => three.stop())
+    const skipped: string[] = []
+    let pooled: Service | undefined
+    if (options.cells.some((c) => c.mode === 'http-pgbouncer')) {
+      if (pgbouncerBinary()) {
+        const bouncer = await startBouncerFor(databaseUrl, servicePool)
+        cleanups.push(() => bouncer.stop())
+        pooled = await startService(bouncer.serviceUrl, runDir, children, 1, { DB_PREPARE: 'false' })
+        cleanups.push(() => pooled!.stop())
+      } else {
+        skipped.push('HTTP through PgBouncer: pgbouncer is not installed (`apt-get install pgbouncer`; .ci/run installs it).')
+        options.cells = options.cells.filter((c) => c.mode !== 'http-pgbouncer')
+      }
+    }
 
     log('creating products and buyers')
     const names = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `bench ${prefix}${n > 1 ? ` ${i + 1}` : ''}`)
@@ -238,7 +255,7 @@ export async function main(args: string[]): Promise<void> {
       sql,
       databaseUrl,
       runDir,
-      services: { one, three },
+      services: { one, three, pooled },
       postmasterPid,
       shelves,
       bareProducts,
@@ -250,10 +267,6 @@ export async function main(args: string[]): Promise<void> {
     if (settings.sync !== 'on') log(`warning: synchronous_commit is ${settings.sync}; the targets are measured with it on`)
 
     // The plan: for each repeat, every cell in turn (the order rotates with the repeat).
-    const skipped: string[] = [
-      'PgBouncer (transaction mode) against direct: the service cannot run behind PgBouncer 1.18 in transaction mode ' +
-        'until its connections stop preparing statements (`DB_PREPARE=false`, the PgBouncer work); the harness has no cell for it yet.',
-    ]
     const plan: { repeat: number; cell: PlannedCell }[] = []
     for (let repeat = 1; repeat <= options.repeats; repeat++) {
       const cells = options.cells.filter((cell) => {
@@ -431,7 +444,7 @@ async function driveHttp(
   atReady: () => Promise<void>,
 ): Promise<{ result: LoadResult; side?: SideResult; cpuMs: CellResult['cpuMs']; exhausted: boolean; unknown: number }> {
   const { options } = ctx
-  const service = cell.mode === 'http-3proc' ? ctx.services.three : ctx.services.one
+  const service = cell.mode === 'http-3proc' ? ctx.services.three : cell.mode === 'http-pgbouncer' ? ctx.services.pooled! : ctx.services.one
   const loads = [
     { name: 'main', shelf: main, connections: cell.concurrency },
     ...(side ? [{ name: 'side', shelf: side, connections: cell.side ?? 4 }] : []),
@@ -682,12 +695,30 @@ interface Service {
 }
 
 /** `count` service processes on one port (REUSE_PORT when more than one), as `npm start` runs them. */
-async function startService(databaseUrl: string, runDir: string, children: Context['children'], count: number): Promise<Service> {
-  // Hook for a pooler in front of the database: the service connects through
-  // BENCH_SERVICE_DATABASE_URL (e.g. a PgBouncer from tests/support/pgbouncer.ts,
-  // with DB_PREPARE=false in the environment) while the bench's own checks
-  // keep reading DATABASE_URL directly.
-  databaseUrl = process.env.BENCH_SERVICE_DATABASE_URL || databaseUrl
+/**
+ * A PgBouncer in transaction mode in front of the bench's database, as users
+ * put one in front of several service processes: the service reaches
+ * PostgreSQL only through it, with as many server connections as its own
+ * pool (so the cell compares the pooler's hop, not a bigger pool). The
+ * logins it knows: the administrator, and the login the service derives from
+ * DATABASE_URL alone.
+ */
+async function startBouncerFor(databaseUrl: string, poolSize: number): Promise<Pgbouncer & { serviceUrl: string }> {
+  const admin = new URL(databaseUrl)
+  const user = decodeURIComponent(admin.username)
+  const password = decodeURIComponent(admin.password)
+  const bouncer = await startPgbouncer({
+    server: { host: admin.hostname, port: Number(admin.port) },
+    users: { [user]: password, [DERIVED_LOGIN]: await derivePassword(password, DERIVED_LOGIN) },
+    admin: user,
+    poolSize,
+  })
+  const serviceUrl = new URL(bouncer.url(user, password, decodeURIComponent(admin.pathname.slice(1))))
+  serviceUrl.search = admin.search
+  return Object.assign(bouncer, { serviceUrl: serviceUrl.toString() })
+}
+
+async function startService(databaseUrl: string, runDir: string, children: Context['children'], count: number, env: Record<string, string> = {}): Promise<Service> {
   const port = await freePort()
   const started = Array.from({ length: count }, (_, i) => {
     const name = `service-${port}-${i}`
@@ -703,6 +734,7 @@ async function startService(databaseUrl: string, runDir: string, children: Conte
         MIGRATE_ON_START: 'false',
         EXPIRE_ORDERS_EVERY: '0',
         ...(count > 1 ? { REUSE_PORT: 'true' } : {}),
+        ...env,
       },
     })
     children.add(child)

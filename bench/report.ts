@@ -206,7 +206,7 @@ export function targets(aggregates: Aggregate[]): Target[] {
   } else out.push({ id: '2', what: 'database CPU per single order ≤ 2 × the bare UPDATE’s', measured: 'not measured', met: null })
   ratio('3', 'multi-line carts: HTTP@256 ≥ 1.3 × bare multi-row UPDATE@10', nearest('multi', 'http', 256), nearest('multi', 'bare', 10), 1.3)
   ratio('4', '3 processes on one port (REUSE_PORT)@256 ≥ 1.0 × one process@256', nearest('hot', 'http-3proc', 256), http256, 1)
-  out.push({ id: '4', what: 'through PgBouncer (transaction mode) ≥ 0.9 × direct', measured: 'not measured', met: null, note: 'no cell yet: see Skipped' })
+  ratio('4', 'through PgBouncer (transaction mode)@256 ≥ 0.9 × direct@256', nearest('hot', 'http-pgbouncer', 256), http256, 0.9)
   const shop = nearest('shop', 'http', 256)
   ceiling('5', 'other products’ checkouts p99 while a sale hammers one product ≤ 50 ms', shop?.side?.p99, 50, shop)
   const honest = nearest('attack', 'http', 32)

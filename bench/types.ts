@@ -3,7 +3,7 @@
  * (load-http.ts, load-sql.ts) say to each other, and what each mode is.
  */
 
-export const MODES = ['http', 'http-3proc', 'http-attacked', 'direct', 'baseline', 'bare'] as const
+export const MODES = ['http', 'http-3proc', 'http-pgbouncer', 'http-attacked', 'direct', 'baseline', 'bare'] as const
 export type Mode = (typeof MODES)[number]
 
 export const SCENARIOS = ['hot', 'multi', 'shop', 'attack'] as const
@@ -24,6 +24,13 @@ export const MODE_INFO: Record<Mode, { label: string; what: string; color: strin
     label: '(a3) HTTP, 3 processes',
     what: 'the same requests to 3 service processes sharing one port (`REUSE_PORT=true`), each with its own pool',
     color: '#9467bd',
+  },
+  'http-pgbouncer': {
+    label: '(ap) HTTP through PgBouncer',
+    what:
+      'the same requests to one service process that reaches PostgreSQL only through PgBouncer in transaction mode ' +
+      '(Debian\'s pgbouncer, started by the bench; `DB_PREPARE=false`, a server pool as large as the service\'s own)',
+    color: '#8c564b',
   },
   'http-attacked': {
     label: '(a!) HTTP under attack',
