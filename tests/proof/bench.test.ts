@@ -59,7 +59,7 @@ describe('bench: flags', () => {
     expect(full).toMatchObject({ seconds: 5, repeats: 3, quick: false })
     expect(full.cells).toEqual(PLAN.full)
     expect(full.concurrency).toEqual([10, 32, 64, 256, 1024])
-    expect(full.modes).toEqual(['http', 'http-3proc', 'http-attacked', 'direct', 'baseline', 'bare'])
+    expect(full.modes).toEqual(['http', 'http-3proc', 'http-pgbouncer', 'http-attacked', 'direct', 'baseline', 'bare'])
     expect(full.out).toEndWith('docs/benchmarks.md')
     const quick = parseOptions(['--quick'])
     expect(quick).toMatchObject({ repeats: 1, quick: true, seconds: 1, warmup: 0 })
