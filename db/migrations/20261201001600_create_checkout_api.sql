@@ -560,6 +560,7 @@ declare
   v_owner bigint;
   v_owners bigint[];
   v_claimed boolean[];
+  v_first_of integer[];
   v_replay record;
   v_names integer;
   v_state text;
@@ -580,6 +581,7 @@ begin
   v_results := array_fill(null::jsonb, array[v_count]);
   v_owners := array_fill(null::bigint, array[v_count]);
   v_claimed := array_fill(false, array[v_count]);
+  v_first_of := array_fill(null::integer, array[v_count]);
 
   for v_ord in 1 .. v_count loop
     v_r := v_open[v_ord];
@@ -628,6 +630,20 @@ begin
     exception when sqlstate 'WA101' or sqlstate 'WA102' then
       get stacked diagnostics v_state = returned_sqlstate, v_message = message_text, v_detail = pg_exception_detail,
                               v_hint = pg_exception_hint;
+      -- "In progress" because an earlier request of this very batch claimed
+      -- the key (a client's retry that arrived while both waited for a call):
+      -- it is a duplicate of that one and gets its answer, as it would have
+      -- had it arrived a moment later.
+      if v_state = 'WA102' then
+        v_first_of[v_ord] := (select e from generate_subscripts(v_claimed, 1) e
+                               where e < v_ord and v_claimed[e] and v_owners[e] = v_owner
+                                 and v_open[e]->>'idempotency_key' = v_key
+                               limit 1);
+        if v_first_of[v_ord] is not null then
+          v_results[v_ord] := '{}'::jsonb; -- answered below, once its first is decided
+          continue;
+        end if;
+      end if;
       v_results[v_ord] := jsonb_build_object('error', jsonb_build_object('code', v_state, 'message', v_message,
                                              'detail', v_detail::jsonb, 'hint', v_hint));
       continue;
@@ -651,6 +667,10 @@ begin
   for v_ord in 1 .. v_count loop
     if v_results[v_ord] is null then
       v_results[v_ord] := v_answers->(v_ord - 1);
+    elsif v_first_of[v_ord] is not null then
+      v_results[v_ord] := case when v_results[v_first_of[v_ord]] ? 'orders'
+                               then v_results[v_first_of[v_ord]] || '{"replayed": true}'
+                               else v_results[v_first_of[v_ord]] end;
     end if;
     if v_claimed[v_ord] then
       if v_results[v_ord] ? 'orders' then
