@@ -857,9 +857,13 @@ begin
     v_dbs := waitress.targets(v_mask);
     if cardinality(v_dbs) = 0 then
       v_target[i] := v_homes[i];
-    elsif cardinality(v_dbs) = 1 then
+    elsif cardinality(v_dbs) = 1 and (v_request->>'idempotency_key' is null or v_dbs[1] = v_homes[i]) then
       v_target[i] := v_dbs[1];
     else
+      -- Lines on several databases, or a key whose lines are not at home: as
+      -- for a lone checkout (api.place_order), the key is claimed at home and
+      -- the checkout runs across shards, so a key means the same whichever
+      -- way its request came.
       v_multi := v_multi || i;
       v_resolved[i] := v_resolved[i] || jsonb_build_object('partitions', v_mask);
     end if;
@@ -876,8 +880,12 @@ begin
       v_pending := '{}';
       v_request := v_requests->(i - 1);
       begin
-        v := waitress.checkout_across('place_orders', v_resolved[i] - 'i', v_request - 'i' - 'home', null);
-        v_outcomes[i] := jsonb_build_object('orders', v->'orders');
+        v := waitress.checkout_across(case when v_request ? 'cart_id' and v_request->'cart_id' <> 'null'
+                                           then 'place_order' else 'place_buyer_order' end,
+                                      v_resolved[i] - 'i', v_request - 'i' - 'home' - 'idempotency_key',
+                                      v_request->>'idempotency_key');
+        v_outcomes[i] := jsonb_build_object('orders', v->'orders')
+                         || case when (v->>'replayed')::boolean then '{"replayed": true}'::jsonb else '{}'::jsonb end;
       exception when others then
         get stacked diagnostics s = returned_sqlstate, m = message_text, d = pg_exception_detail, h = pg_exception_hint;
         v_outcomes[i] := jsonb_build_object('error', jsonb_build_object('code', s, 'message', m,
