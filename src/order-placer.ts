@@ -38,7 +38,7 @@ interface Lane {
   max: number
   /** Rest after each call, in multiples of its duration (0: none). */
   rest: number
-  /** No call before this time (performance.now()). */
+  /** No call before this time (on the placer's clock). */
   readyAt: number
   wake?: ReturnType<typeof setTimeout>
 }
@@ -60,6 +60,8 @@ export interface OrderPlacerOptions {
   callsInFlight?: number
   /** Longest a checkout waits for a call slot; then it is refused with 503 (DatabaseBusyError queue_timeout), as the pool's gate does. */
   maxWaitMs?: number
+  /** Milliseconds, monotonic (default performance.now): tests drive it. */
+  clock?: () => number
 }
 
 /** What an OrderPlacer reports as it goes (metrics). */
@@ -120,6 +122,7 @@ export class OrderPlacer {
   private readonly maxBatch: number
   private readonly coalesce: boolean
   private readonly maxWaitMs: number
+  private readonly now: () => number
   private calls = 0
   private batches = 0
   private checkouts = 0
@@ -132,6 +135,7 @@ export class OrderPlacer {
   ) {
     this.maxBatch = options.maxBatch ?? 500
     this.maxWaitMs = options.maxWaitMs ?? 5_000
+    this.now = options.clock ?? (() => performance.now())
     this.lanes.small.max = options.callsInFlight ?? 2
     this.coalesce = options.coalesce ?? true
   }
@@ -185,7 +189,7 @@ export class OrderPlacer {
   }
 
   private pump(lane: Lane) {
-    const now = performance.now()
+    const now = this.now()
     if (lane.readyAt > now) {
       lane.wake ??= setTimeout(() => {
         lane.wake = undefined
@@ -197,17 +201,22 @@ export class OrderPlacer {
       const batch = lane.queue.splice(0, this.maxBatch)
       for (const waiting of batch) clearTimeout(waiting.timer)
       lane.inFlight++
-      const started = performance.now()
-      void this.send(batch, { timeouts: 0 }).finally(() => {
+      const started = this.now()
+      void this.send(batch, { timeouts: 0, until: started + this.maxWaitMs }).finally(() => {
         lane.inFlight--
-        if (lane.rest > 0) lane.readyAt = performance.now() + lane.rest * (performance.now() - started)
+        if (lane.rest > 0) lane.readyAt = this.now() + lane.rest * (this.now() - started)
         this.pump(lane)
       })
     }
   }
 
   /** Sends a batch (or one checkout) and settles each of its buyers; never throws. */
-  private async send(batch: Waiting[], budget: { timeouts: number }): Promise<void> {
+  private async send(batch: Waiting[], budget: SplitBudget): Promise<void> {
+    if (budget.gaveUp) {
+      // An earlier part of this batch timed out past the budget: the database is slow for everyone, not for a request.
+      for (const waiting of batch) waiting.reject(budget.gaveUp)
+      return
+    }
     this.calls++
     if (batch.length > 1) this.batches++
     this.events.batched(batch.length)
@@ -216,7 +225,10 @@ export class OrderPlacer {
     try {
       outcomes = batch.length === 1 ? [await this.placeAlone(batch[0])] : await this.placeBatch(batch)
     } catch (error) {
-      if (batch.length > 1 && splittable(error) && (!isTimeout(error) || budget.timeouts++ < timeoutBudget(batch.length))) {
+      const divisible = batch.length > 1 && splittable(error)
+      const split = divisible && (!isTimeout(error) || withinBudget(budget, batch.length, this.now()))
+      if (divisible && !split) budget.gaveUp = error
+      if (split) {
         // One request's data or time may have sunk the call: halve it, in
         // arrival order (the first half is decided before the second), until
         // only the request at fault fails.
@@ -278,9 +290,26 @@ function isTimeout(error: unknown): boolean {
   return error instanceof postgres.PostgresError && (error.code === '57014' || error.code === '55P03')
 }
 
-/** Timed-out calls a batch may spend on finding the request at fault: enough for two culprits, bounded when the database is just slow. */
-function timeoutBudget(size: number): number {
-  return 2 * Math.ceil(Math.log2(size)) + 2
+/** What finding the request at fault of a timed-out batch may still spend. */
+interface SplitBudget {
+  /** Timed-out calls spent so far. */
+  timeouts: number
+  /** The placer's clock after which a timed-out part is not split again. */
+  until: number
+  /** The timeout that ended the search: the parts not yet sent get it too, unsent. */
+  gaveUp?: unknown
+}
+
+/**
+ * May a timed-out batch be split again? At most enough timed-out calls for
+ * two culprits, and never past the time a checkout may wait for a call
+ * slot: when every part times out, the cause is the database (a commit
+ * stuck on a lost synchronous standby holds the hot row's lock, say), not
+ * a request, and halving it again would only make every buyer wait longer
+ * for the same 503: the parts not yet sent get that 503 at once.
+ */
+function withinBudget(budget: SplitBudget, size: number, now: number): boolean {
+  return budget.timeouts++ < 2 * Math.ceil(Math.log2(size)) + 2 && now < budget.until
 }
 
 /** Errors after which the checkout may or may not have committed: the call was sent, the answer never came. */

@@ -209,6 +209,26 @@ describe('a failing batch', () => {
     })
   }
 
+  it('stops halving when every part times out past the wait budget: the database is slow, not a request; the rest get 503 unsent', async () => {
+    // Each call "takes" 2 s on the placer's clock; a checkout may wait 5 s for a call slot.
+    let now = 0
+    const fake = scriptedSql((ids) => {
+      if (ids[0] === 0) return undefined
+      now += 2_000
+      return pgError('57014')
+    })
+    const placer = new OrderPlacer(fake.sql, { callsInFlight: 1, maxWaitMs: 5_000, clock: () => now })
+    const blocker = placer.place(whole(0))
+    const outcomes = Promise.allSettled([1, 2, 3, 4, 5, 6, 7, 8].map((id) => placer.place(whole(id))))
+    fake.release()
+    await blocker
+    const codes = (await outcomes).map((o) => (o.status === 'rejected' ? (o.reason as { code?: string }).code : 'ok'))
+
+    expect(codes).toEqual(Array(8).fill('57014'))
+    // The whole batch at 2 s, its first half at 4 s, the first quarter at 6 s: past 5 s, nothing more is sent.
+    expect(fake.calls.slice(1)).toEqual([[1, 2, 3, 4, 5, 6, 7, 8], [1, 2, 3, 4], [1, 2]])
+  })
+
   it('fails everyone in it when the server is unavailable, without splitting', async () => {
     const fake = scriptedSql((ids) => (ids[0] === 0 ? undefined : pgError('57P01')))
     expect(await batchOf(fake, [1, 2, 3])).toEqual(['57P01', '57P01', '57P01'])
