@@ -24,6 +24,28 @@ comment on table waitress.refusals is
   'Every error code a caller can meet: its HTTP status, a title, what it means, the keys of its JSON DETAIL '
   'and the HINT sent with it. The one source of the status map, the docs and the OpenAPI document.';
 
+-- The limits, written once: every function that enforces one reads it here
+-- (add_cart_item, update_cart_item, the checkout). What a hostile request or
+-- cart can make a function do under a lock is bounded by them. The refusals
+-- below name the same numbers in their words (a test checks they agree).
+create function waitress.limits(
+  out max_item_ids integer,       -- distinct cart item ids one order request names (WA110)
+  out max_lines integer,          -- cart lines one order request buys (WA112)
+  out max_note_length integer,    -- characters of an order's note (WA111)
+  out max_open_lines integer,     -- open (unpurchased) lines of a cart (WA114)
+  out max_line_quantity integer   -- units of a product on one cart line (WA115)
+)
+language sql
+immutable
+set search_path = ''
+as $$
+  select 100, 100, 1000, 100, 10000
+$$;
+
+comment on function waitress.limits() is
+  'The limits, written once: item ids per order request (after duplicates collapse), lines one order buys, note '
+  'length, open lines per cart, units per cart line.';
+
 insert into waitress.refusals (code, http_status, source, title, meaning, detail, hint) values
   ('WA001', 404, 'waitress', 'cart not found',
    'No such cart, or it is another user''s (answered exactly as if it did not exist).',
@@ -165,4 +187,5 @@ set local role waitress_owner;
 drop function if exists waitress.refuse(text, text, jsonb, text);
 drop function if exists waitress.raise(jsonb);
 drop function if exists waitress.refusal(text, text, jsonb, text);
+drop function if exists waitress.limits();
 drop table if exists waitress.refusals;

@@ -53,18 +53,9 @@ set local role waitress_owner;
 -- returns, in the same order: {"orders": [Order, ...]} (+ "replayed": true for an Idempotency-Key's replay)
 --                           | {"error": {"code", "message", "detail", "hint"}}
 
--- The limits of one order request: the cost of a checkout under any lock is
--- bounded by them. HTTP and SQL callers meet the same numbers.
-create function waitress.checkout_limits(out max_item_ids integer, out max_lines integer, out max_note_length integer)
-language sql
-immutable
-set search_path = ''
-as $$
-  select 100, 100, 1000
-$$;
-
-comment on function waitress.checkout_limits() is
-  'The limits of one order request: item ids named (after duplicates collapse), lines bought, note length.';
+-- The limits of one order request are waitress.limits() (with the refusals):
+-- the cost of a checkout under any lock is bounded by them, and HTTP and SQL
+-- callers meet the same numbers.
 
 -- One attempt at deciding and writing a batch (steps 3 to 5 above).
 -- p_requests holds null where a request is already answered. p_locked:
@@ -164,7 +155,7 @@ declare
   v_item_products bigint[];
   v_order_docs jsonb[];
 begin
-  v_max_lines := (waitress.checkout_limits()).max_lines;
+  v_max_lines := (waitress.limits()).max_lines;
   v_results := array_fill(null::jsonb, array[v_count]);
 
   select array_agg(r is not null and jsonb_typeof(r) = 'object' order by ord),
@@ -574,7 +565,7 @@ begin
   if v_count = 0 then
     return '[]'::jsonb;
   end if;
-  select * into v_limits from waitress.checkout_limits();
+  select * into v_limits from waitress.limits();
   -- Anything but an object is a request that names nothing (answered WA005, as before).
   v_open := array(select case when jsonb_typeof(r) = 'object' then r else '{}'::jsonb end from jsonb_array_elements(p_requests) r);
   v_results := array_fill(null::jsonb, array[v_count]);
@@ -716,7 +707,7 @@ declare
   v_sold integer;
   v_orders jsonb;
 begin
-  select * into v_limits from waitress.checkout_limits();
+  select * into v_limits from waitress.limits();
   if cardinality(p_item_ids) > v_limits.max_item_ids or length(p_note) > v_limits.max_note_length
      or array_position(p_item_ids, null) is not null then
     return null;
@@ -925,4 +916,3 @@ drop function if exists api.place_orders(jsonb);
 drop function if exists waitress.place_one(bigint, bigint, bigint[], text, boolean, bigint);
 drop function if exists waitress.place_orders(jsonb);
 drop function if exists waitress.place_orders_attempt(jsonb, boolean);
-drop function if exists waitress.checkout_limits();
