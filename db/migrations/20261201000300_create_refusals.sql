@@ -113,6 +113,16 @@ insert into waitress.refusals (code, http_status, source, title, meaning, detail
   ('WA113', 422, 'waitress', 'total out of range',
    'The order''s total (price × quantity over its lines) is larger than an amount can be.',
    '{"cart_id"}', 'Lower the quantities.'),
+  ('WA114', 422, 'waitress', 'too many open lines',
+   'The cart already holds the most open lines it may (100): a product not in it yet would start one more. '
+   'Adding to a product already in the cart still works.',
+   '{"cart_id", "lines", "limit"}',
+   'Remove a line (DELETE /carts/items/:id, api.remove_cart_item) or check out part of the cart first; a cart holds '
+   'at most 100 open lines.'),
+  ('WA115', 422, 'waitress', 'line quantity above the limit',
+   'A cart line would hold more units of its product than the limit (10000), by adding or by setting its quantity.',
+   '{"product_id", "quantity", "limit"}',
+   'Keep each line at or below 10000 units: lower the quantity (PATCH /carts/items/:id, api.update_cart_item).'),
   ('22023', 422, 'postgresql', 'invalid argument', 'An argument is out of its range (a quantity below 1, an empty reason, ...).', null, null),
   ('22001', 422, 'postgresql', 'string too long', 'A text value is longer than its column allows.', null, null),
   ('22003', 422, 'postgresql', 'number out of range', 'A number does not fit its column.', null, null),

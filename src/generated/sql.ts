@@ -23,6 +23,8 @@ export const REFUSALS = {
   "WA111": { status: 422, source: "waitress", title: "note too long" },
   "WA112": { status: 422, source: "waitress", title: "too many lines" },
   "WA113": { status: 422, source: "waitress", title: "total out of range" },
+  "WA114": { status: 422, source: "waitress", title: "too many open lines" },
+  "WA115": { status: 422, source: "waitress", title: "line quantity above the limit" },
   "08006": { status: 503, source: "postgresql", title: "shard unavailable" },
   "22001": { status: 422, source: "postgresql", title: "string too long" },
   "22003": { status: 422, source: "postgresql", title: "number out of range" },
