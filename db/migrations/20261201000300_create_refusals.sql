@@ -120,8 +120,9 @@ insert into waitress.refusals (code, http_status, source, title, meaning, detail
    'Remove a line (DELETE /carts/items/:id, api.remove_cart_item) or check out part of the cart first; a cart holds '
    'at most 100 open lines.'),
   ('WA115', 422, 'waitress', 'line quantity above the limit',
-   'A cart line would hold more units of its product than the limit (10000), by adding or by setting its quantity.',
-   '{"product_id", "quantity", "limit"}',
+   'A cart line would hold more units of its product than the limit (10000), by adding or by setting its quantity; '
+   'at checkout, a line above it is named.',
+   '{"product_id", "quantity", "limit"} or, at checkout, {"cart_id", "cart_item_ids": [...], "limit"}',
    'Keep each line at or below 10000 units: lower the quantity (PATCH /carts/items/:id, api.update_cart_item).'),
   ('22023', 422, 'postgresql', 'invalid argument', 'An argument is out of its range (a quantity below 1, an empty reason, ...).', null, null),
   ('22001', 422, 'postgresql', 'string too long', 'A text value is longer than its column allows.', null, null),

@@ -19,8 +19,9 @@ set local role waitress_owner;
 --      checkout always did: a duplicate in flight waits on the key, never on
 --      a lock it holds itself).
 --   3. Carts are locked (ascending id) and the lines each request buys are
---      chosen (WA001, WA005, WA006, WA112). Only those lines' products are
---      ever looked at or locked: a cart's other lines cost nothing.
+--      chosen (WA001, WA005, WA006, WA112, WA115). Only those lines'
+--      products are ever looked at or locked: a cart's other lines cost
+--      nothing.
 --   4. Optimistic decision: products are READ (no lock), every rule is
 --      decided in arrival order on that committed state, everything is
 --      written (orders, lines, ledger, cart lines) -- still holding no
@@ -148,6 +149,9 @@ declare
   v_order_ids bigint[];
   v_order_ords integer[];
   v_max_lines integer;
+  v_max_quantity integer;
+  l_over bigint[];
+  v_over bigint[];
   v_ord_orders record;
   v_product_docs jsonb;
   v_item_docs jsonb[];
@@ -155,7 +159,7 @@ declare
   v_item_products bigint[];
   v_order_docs jsonb[];
 begin
-  v_max_lines := (waitress.limits()).max_lines;
+  select l.max_lines, l.max_line_quantity into v_max_lines, v_max_quantity from waitress.limits() l;
   v_results := array_fill(null::jsonb, array[v_count]);
 
   select array_agg(r is not null and jsonb_typeof(r) = 'object' order by ord),
@@ -231,8 +235,9 @@ begin
   select coalesce(array_agg(ci.id order by ci.cart_id, ci.id), '{}'),
          array_agg(ci.cart_id order by ci.cart_id, ci.id),
          array_agg(ci.product_id order by ci.cart_id, ci.id),
-         array_agg(ci.quantity order by ci.cart_id, ci.id)
-    into l_item, l_cart, l_product, l_quantity
+         array_agg(ci.quantity order by ci.cart_id, ci.id),
+         coalesce(array_agg(ci.id order by ci.cart_id, ci.id) filter (where ci.quantity > v_max_quantity), '{}')
+    into l_item, l_cart, l_product, l_quantity, l_over
     from waitress.cart_items ci
    where ci.cart_id = any (v_cart_ids) and not ci.purchased
      and (ci.cart_id = any (v_whole_carts) or ci.id = any (r_items));
@@ -249,7 +254,7 @@ begin
     c_line_count[v_at] := c_line_count[v_at] + 1;
   end loop;
 
-  -- Which lines each request buys (WA005, WA006, WA112), before any product is read.
+  -- Which lines each request buys (WA005, WA006, WA112, WA115), before any product is read.
   r_line_from := array_fill(1, array[v_count]);
   r_line_count := array_fill(0, array[v_count]);
   for v_ord in 1 .. v_count loop
@@ -286,6 +291,20 @@ begin
           format('cart %s has %s open lines; an order takes at most %s', v_cart_ids[v_at], cardinality(v_lines), v_max_lines),
           jsonb_build_object('cart_id', v_cart_ids[v_at], 'lines', cardinality(v_lines), 'limit', v_max_lines)));
       continue;
+    end if;
+    -- Adding and changing a line refuse it past the quantity limit, but a
+    -- line can still get there: a sharded checkout that is undone merges the
+    -- bought units back into the product's open line, and the limit may be
+    -- lowered. Such a line is named, and the buyer lowers it (l_over is
+    -- empty otherwise, so this costs nothing).
+    if l_over <> '{}' then
+      v_over := array(select l_item[c] from unnest(v_lines) c where l_item[c] = any (l_over) order by 1);
+      if v_over <> '{}' then
+        v_results[v_ord] := jsonb_build_object('error', waitress.refusal('WA115',
+            format('cart items %s hold more than %s units', array_to_string(v_over, ', '), v_max_quantity),
+            jsonb_build_object('cart_id', v_cart_ids[v_at], 'cart_item_ids', to_jsonb(v_over), 'limit', v_max_quantity)));
+        continue;
+      end if;
     end if;
     r_line_from[v_ord] := cardinality(v_chosen) + 1;
     r_line_count[v_ord] := cardinality(v_lines);
@@ -725,7 +744,8 @@ begin
   select array_agg(ci.id order by ci.product_id), array_agg(ci.product_id order by ci.product_id),
          array_agg(ci.quantity order by ci.product_id), array_agg(p.price order by ci.product_id),
          array_agg(p.weight order by ci.product_id), array_agg(p.seller_id order by ci.product_id),
-         bool_and(p.active and p.price > 0 and p.stock >= ci.quantity), count(distinct p.seller_id),
+         bool_and(p.active and p.price > 0 and p.stock >= ci.quantity and ci.quantity <= v_limits.max_line_quantity),
+         count(distinct p.seller_id),
          sum(p.price::numeric * ci.quantity)
     into l_item, l_product, l_qty, l_price, l_weight, l_seller, v_ok, v_sellers, v_total
     from waitress.cart_items ci
@@ -868,7 +888,7 @@ comment on function api.place_order(bigint, bigint[], text, text, bigint) is
   '...], "replayed": false}. With p_idempotency_key (scoped to the cart''s buyer), exactly once: a retry with the '
   'same parameters returns the first orders with "replayed": true; other parameters are WA101. p_user_id: the '
   'user acting (another user''s cart is WA001); null acts for anyone. Refusals: WA001, WA003, WA004, WA005, WA006, '
-  'WA101, WA102, WA110, WA111, WA112, WA113. On any error nothing changes.';
+  'WA101, WA102, WA110, WA111, WA112, WA113, WA115. On any error nothing changes.';
 
 create function api.place_buyer_order(
   p_buyer_id bigint,
