@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'bun:test'
 import { createApp } from '../../src/app.ts'
+import { LIMITS } from '../../src/generated/sql.ts'
 import { apiSql, testSql } from '../support/db.ts'
 import { addItem, cartFor, createProduct, newUserId, stockOf } from '../support/fixtures.ts'
 import { expectErrorEnvelope, req, requester } from '../support/http.ts'
@@ -178,5 +179,18 @@ describe('the OpenAPI document', () => {
     expect(path.patch['x-access']).toBe('user')
     expect(path.delete['x-access']).toBe('user')
     expect(JSON.stringify(path.patch.requestBody)).toContain('quantity')
+  })
+
+  it('names the limits of a cart line where a client meets them', async () => {
+    const spec = (await req('/swagger/json')).body
+    const addItem = spec.paths['/carts/items'].post
+    const changeItem = spec.paths['/carts/items/{id}'].patch
+    expect(Object.keys(addItem.responses)).toContain('422')
+    expect(addItem.description).toContain('100 open lines (WA114')
+    expect(addItem.description).toContain('10000 units, counting what it already holds (WA115)')
+    expect(changeItem.description).toContain('10000 units (WA115)')
+    for (const route of [spec.paths['/carts/{id}/checkout'].post, spec.paths['/orders'].post]) expect(route.description).toContain('(WA115)')
+    expect(spec.info.description).toContain('| `WA114` | 422 |')
+    expect(spec.info.description).toContain('| `WA115` | 422 |')
   })
 })
