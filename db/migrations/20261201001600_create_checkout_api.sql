@@ -19,8 +19,9 @@ set local role waitress_owner;
 --      checkout always did: a duplicate in flight waits on the key, never on
 --      a lock it holds itself).
 --   3. Carts are locked (ascending id) and the lines each request buys are
---      chosen (WA001, WA005, WA006, WA112). Only those lines' products are
---      ever looked at or locked: a cart's other lines cost nothing.
+--      chosen (WA001, WA005, WA006, WA112, WA115). Only those lines'
+--      products are ever looked at or locked: a cart's other lines cost
+--      nothing.
 --   4. Optimistic decision: products are READ (no lock), every rule is
 --      decided in arrival order on that committed state, everything is
 --      written (orders, lines, ledger, cart lines) -- still holding no
@@ -53,18 +54,9 @@ set local role waitress_owner;
 -- returns, in the same order: {"orders": [Order, ...]} (+ "replayed": true for an Idempotency-Key's replay)
 --                           | {"error": {"code", "message", "detail", "hint"}}
 
--- The limits of one order request: the cost of a checkout under any lock is
--- bounded by them. HTTP and SQL callers meet the same numbers.
-create function waitress.checkout_limits(out max_item_ids integer, out max_lines integer, out max_note_length integer)
-language sql
-immutable
-set search_path = ''
-as $$
-  select 100, 100, 1000
-$$;
-
-comment on function waitress.checkout_limits() is
-  'The limits of one order request: item ids named (after duplicates collapse), lines bought, note length.';
+-- The limits of one order request are waitress.limits() (with the refusals):
+-- the cost of a checkout under any lock is bounded by them, and HTTP and SQL
+-- callers meet the same numbers.
 
 -- One attempt at deciding and writing a batch (steps 3 to 5 above).
 -- p_requests holds null where a request is already answered. p_locked:
@@ -157,6 +149,9 @@ declare
   v_order_ids bigint[];
   v_order_ords integer[];
   v_max_lines integer;
+  v_max_quantity integer;
+  l_over bigint[];
+  v_over bigint[];
   v_ord_orders record;
   v_product_docs jsonb;
   v_item_docs jsonb[];
@@ -164,7 +159,7 @@ declare
   v_item_products bigint[];
   v_order_docs jsonb[];
 begin
-  v_max_lines := (waitress.checkout_limits()).max_lines;
+  select l.max_lines, l.max_line_quantity into v_max_lines, v_max_quantity from waitress.limits() l;
   v_results := array_fill(null::jsonb, array[v_count]);
 
   select array_agg(r is not null and jsonb_typeof(r) = 'object' order by ord),
@@ -240,8 +235,9 @@ begin
   select coalesce(array_agg(ci.id order by ci.cart_id, ci.id), '{}'),
          array_agg(ci.cart_id order by ci.cart_id, ci.id),
          array_agg(ci.product_id order by ci.cart_id, ci.id),
-         array_agg(ci.quantity order by ci.cart_id, ci.id)
-    into l_item, l_cart, l_product, l_quantity
+         array_agg(ci.quantity order by ci.cart_id, ci.id),
+         coalesce(array_agg(ci.id order by ci.cart_id, ci.id) filter (where ci.quantity > v_max_quantity), '{}')
+    into l_item, l_cart, l_product, l_quantity, l_over
     from waitress.cart_items ci
    where ci.cart_id = any (v_cart_ids) and not ci.purchased
      and (ci.cart_id = any (v_whole_carts) or ci.id = any (r_items));
@@ -258,7 +254,7 @@ begin
     c_line_count[v_at] := c_line_count[v_at] + 1;
   end loop;
 
-  -- Which lines each request buys (WA005, WA006, WA112), before any product is read.
+  -- Which lines each request buys (WA005, WA006, WA112, WA115), before any product is read.
   r_line_from := array_fill(1, array[v_count]);
   r_line_count := array_fill(0, array[v_count]);
   for v_ord in 1 .. v_count loop
@@ -295,6 +291,20 @@ begin
           format('cart %s has %s open lines; an order takes at most %s', v_cart_ids[v_at], cardinality(v_lines), v_max_lines),
           jsonb_build_object('cart_id', v_cart_ids[v_at], 'lines', cardinality(v_lines), 'limit', v_max_lines)));
       continue;
+    end if;
+    -- Adding and changing a line refuse it past the quantity limit, but a
+    -- line can still get there: a sharded checkout that is undone merges the
+    -- bought units back into the product's open line, and the limit may be
+    -- lowered. Such a line is named, and the buyer lowers it (l_over is
+    -- empty otherwise, so this costs nothing).
+    if l_over <> '{}' then
+      v_over := array(select l_item[c] from unnest(v_lines) c where l_item[c] = any (l_over) order by 1);
+      if v_over <> '{}' then
+        v_results[v_ord] := jsonb_build_object('error', waitress.refusal('WA115',
+            format('cart items %s hold more than %s units', array_to_string(v_over, ', '), v_max_quantity),
+            jsonb_build_object('cart_id', v_cart_ids[v_at], 'cart_item_ids', to_jsonb(v_over), 'limit', v_max_quantity)));
+        continue;
+      end if;
     end if;
     r_line_from[v_ord] := cardinality(v_chosen) + 1;
     r_line_count[v_ord] := cardinality(v_lines);
@@ -575,7 +585,7 @@ begin
   if v_count = 0 then
     return '[]'::jsonb;
   end if;
-  select * into v_limits from waitress.checkout_limits();
+  select * into v_limits from waitress.limits();
   -- Anything but an object is a request that names nothing (answered WA005, as before).
   v_open := array(select case when jsonb_typeof(r) = 'object' then r else '{}'::jsonb end from jsonb_array_elements(p_requests) r);
   v_results := array_fill(null::jsonb, array[v_count]);
@@ -736,7 +746,7 @@ declare
   v_sold integer;
   v_orders jsonb;
 begin
-  select * into v_limits from waitress.checkout_limits();
+  select * into v_limits from waitress.limits();
   if cardinality(p_item_ids) > v_limits.max_item_ids or length(p_note) > v_limits.max_note_length
      or array_position(p_item_ids, null) is not null then
     return null;
@@ -754,7 +764,8 @@ begin
   select array_agg(ci.id order by ci.product_id), array_agg(ci.product_id order by ci.product_id),
          array_agg(ci.quantity order by ci.product_id), array_agg(p.price order by ci.product_id),
          array_agg(p.weight order by ci.product_id), array_agg(p.seller_id order by ci.product_id),
-         bool_and(p.active and p.price > 0 and p.stock >= ci.quantity), count(distinct p.seller_id),
+         bool_and(p.active and p.price > 0 and p.stock >= ci.quantity and ci.quantity <= v_limits.max_line_quantity),
+         count(distinct p.seller_id),
          sum(p.price::numeric * ci.quantity)
     into l_item, l_product, l_qty, l_price, l_weight, l_seller, v_ok, v_sellers, v_total
     from waitress.cart_items ci
@@ -897,7 +908,7 @@ comment on function api.place_order(bigint, bigint[], text, text, bigint) is
   '...], "replayed": false}. With p_idempotency_key (scoped to the cart''s buyer), exactly once: a retry with the '
   'same parameters returns the first orders with "replayed": true; other parameters are WA101. p_user_id: the '
   'user acting (another user''s cart is WA001); null acts for anyone. Refusals: WA001, WA003, WA004, WA005, WA006, '
-  'WA101, WA102, WA110, WA111, WA112, WA113. On any error nothing changes.';
+  'WA101, WA102, WA110, WA111, WA112, WA113, WA115. On any error nothing changes.';
 
 create function api.place_buyer_order(
   p_buyer_id bigint,
@@ -945,4 +956,3 @@ drop function if exists api.place_orders(jsonb);
 drop function if exists waitress.place_one(bigint, bigint, bigint[], text, boolean, bigint);
 drop function if exists waitress.place_orders(jsonb);
 drop function if exists waitress.place_orders_attempt(jsonb, boolean);
-drop function if exists waitress.checkout_limits();

@@ -126,6 +126,22 @@ const cases: Case[] = [
     },
   },
   {
+    // add_cart_item and update_cart_item refuse such a line; an undone sharded
+    // checkout can still make one, merging the units it gives back into the
+    // product's open line.
+    name: 'a line above the quantity limit',
+    expect: 'WA115',
+    async setup(sql) {
+      const a = await createProduct(sql, { stock: 20_000 })
+      const b = await createProduct(sql, { stock: 5 })
+      const cart = await cartFor(sql)
+      const line = await addItem(sql, cart.id, a.id, 10_000)
+      await addItem(sql, cart.id, b.id, 1)
+      await sql`update waitress.cart_items set quantity = quantity + 1 where id = ${line}`
+      return { cartId: cart.id, itemIds: null, products: [a.id, b.id] }
+    },
+  },
+  {
     name: 'a total past an amount',
     expect: 'WA113',
     async setup(sql) {
