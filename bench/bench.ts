@@ -18,26 +18,76 @@ import { freePort, startEmbeddedPostgres } from '../src/db/embedded'
 import { migrate } from '../src/db/migrate'
 import { loadConfig } from '../src/config'
 import { renderChart } from './chart'
-import { machineBusyMs, postmasterOf, treeCpuMs } from './cpu'
-import { BENCH_SELLER_ID, BENCH_STOCK, BuyerPool, createBenchProducts } from './fixtures'
-import { aggregate, fmtMs, fmtRate, otherCores, renderMarkdown, targets, type CellResult, type Machine, type Options } from './report'
-import { MODES, SCENARIOS, type Buyer, type LoadConfig, type LoadResult, type Mode, type Scenario } from './types'
+import { clockTicks, machineBusyMs, postmasterOf, readStat, treeCpuMs } from './cpu'
+import { allOf, BENCH_SELLER_ID, BENCH_STOCK, BuyerPool, createBenchProducts, oneOf } from './fixtures'
+import { aggregate, fmtMs, fmtRate, otherCores, renderMarkdown, targets, type CellResult, type Machine, type Options, type SideResult } from './report'
+import { isHttp, MODES, SCENARIOS, type Buyer, type LoadConfig, type LoadResult, type Mode, type Scenario } from './types'
+import { ensureWrk, outcomesOf, startWrk } from './wrk'
+import { DERIVED_LOGIN, derivePassword } from '../src/db/app-login'
+import { pgbouncerBinary, startPgbouncer, type Pgbouncer } from '../tests/support/pgbouncer'
 
 const REPO = resolve(import.meta.dir, '..')
 const HELP = `npm run bench -- [flags]
 
-  --seconds N        measured seconds per cell (default 5; --quick 0.5)
-  --warmup N         warm-up seconds per cell, not measured (default 1; --quick 0.2)
+  --seconds N        measured seconds per cell (default 5; --quick 1)
+  --warmup N         warm-up seconds per cell, not measured (default 1; --quick 0)
   --repeats N        repeats of every cell; the report shows medians (default 3; --quick 1)
-  --concurrency L    concurrent buyers, comma-separated (default 10,64,256; --quick 2,8)
-  --modes L          of ${MODES.join(',')} (default all)
-  --scenarios L      of ${SCENARIOS.join(',')} (default both)
-  --quick            a smoke run of a few seconds, for CI: short cells, small concurrency, 1 repeat
+  --scenarios L      of ${SCENARIOS.join(',')} (default all)
+  --quick            a smoke run of well under a minute, for CI: short cells, small concurrency, 1 repeat
   --out FILE         the report (default docs/benchmarks.md; --quick .data/bench/benchmarks.md, git-ignored);
                      the chart and the raw cells go beside it (.svg, .json)
 
+The cells (scenario, mode, concurrent buyers) are fixed: see PLAN in bench/bench.ts.
+HTTP is driven by wrk (installed with apt-get when missing).
 DATABASE_URL: use that server instead of a throwaway embedded one (bench data is written to it).
 The service's other settings come from the environment (e.g. DB_POOL_MAX).`
+
+/** One cell of the plan: a scenario, a mode, concurrent buyers, and for shop and attack the side load's connections. */
+export interface PlannedCell {
+  scenario: Scenario
+  mode: Mode
+  concurrency: number
+  side?: number
+}
+
+/** Every cell of a full run (each repeated --repeats times), and of a --quick smoke run. */
+export const PLAN: Record<'full' | 'quick', PlannedCell[]> = {
+  full: [
+    { scenario: 'hot', mode: 'bare', concurrency: 10 },
+    { scenario: 'hot', mode: 'bare', concurrency: 256 },
+    { scenario: 'hot', mode: 'direct', concurrency: 10 },
+    { scenario: 'hot', mode: 'direct', concurrency: 64 },
+    { scenario: 'hot', mode: 'direct', concurrency: 256 },
+    { scenario: 'hot', mode: 'baseline', concurrency: 10 },
+    { scenario: 'hot', mode: 'baseline', concurrency: 256 },
+    { scenario: 'hot', mode: 'http', concurrency: 10 },
+    { scenario: 'hot', mode: 'http', concurrency: 64 },
+    { scenario: 'hot', mode: 'http', concurrency: 256 },
+    { scenario: 'hot', mode: 'http', concurrency: 1024 },
+    { scenario: 'hot', mode: 'http-3proc', concurrency: 256 },
+    { scenario: 'hot', mode: 'http-pgbouncer', concurrency: 256 },
+    { scenario: 'multi', mode: 'bare', concurrency: 10 },
+    { scenario: 'multi', mode: 'direct', concurrency: 10 },
+    { scenario: 'multi', mode: 'baseline', concurrency: 10 },
+    { scenario: 'multi', mode: 'http', concurrency: 10 },
+    { scenario: 'multi', mode: 'http', concurrency: 256 },
+    { scenario: 'shop', mode: 'http', concurrency: 256, side: 16 },
+    { scenario: 'attack', mode: 'http', concurrency: 32 },
+    { scenario: 'attack', mode: 'http-attacked', concurrency: 32, side: 4 },
+  ],
+  quick: [
+    { scenario: 'hot', mode: 'bare', concurrency: 4 },
+    { scenario: 'hot', mode: 'direct', concurrency: 4 },
+    { scenario: 'hot', mode: 'http', concurrency: 16 },
+    { scenario: 'hot', mode: 'http-3proc', concurrency: 16 },
+    { scenario: 'hot', mode: 'http-pgbouncer', concurrency: 16 },
+    { scenario: 'multi', mode: 'bare', concurrency: 4 },
+    { scenario: 'multi', mode: 'http', concurrency: 16 },
+    { scenario: 'shop', mode: 'http', concurrency: 16, side: 4 },
+    { scenario: 'attack', mode: 'http', concurrency: 8 },
+    { scenario: 'attack', mode: 'http-attacked', concurrency: 8, side: 2 },
+  ],
+}
 
 export function parseOptions(args: string[]): Options & { help: boolean } {
   const { values } = parseArgs({
@@ -47,8 +97,6 @@ export function parseOptions(args: string[]): Options & { help: boolean } {
       seconds: { type: 'string' },
       warmup: { type: 'string' },
       repeats: { type: 'string' },
-      concurrency: { type: 'string' },
-      modes: { type: 'string' },
       scenarios: { type: 'string' },
       quick: { type: 'boolean', default: false },
       out: { type: 'string' },
@@ -62,25 +110,24 @@ export function parseOptions(args: string[]): Options & { help: boolean } {
     if (!Number.isFinite(value) || value < min) throw new Error(`--${name} must be a number of at least ${min}, got "${raw}"`)
     return value
   }
-  const list = <T extends string>(name: string, raw: string | undefined, allowed: readonly T[], fallback: readonly T[]): T[] => {
-    if (raw === undefined) return [...fallback]
-    const items = raw.split(',').map((s) => s.trim()).filter(Boolean)
-    const unknown = items.filter((item) => !allowed.includes(item as T))
-    if (unknown.length || items.length === 0) throw new Error(`--${name} takes a list of ${allowed.join(', ')}; got "${raw}"`)
-    return allowed.filter((item) => items.includes(item))
+  let scenarios: Scenario[] = [...SCENARIOS]
+  if (values.scenarios !== undefined) {
+    const items = values.scenarios.split(',').map((s) => s.trim()).filter(Boolean)
+    const unknown = items.filter((item) => !SCENARIOS.includes(item as Scenario))
+    if (unknown.length || items.length === 0) throw new Error(`--scenarios takes a list of ${SCENARIOS.join(', ')}; got "${values.scenarios}"`)
+    scenarios = SCENARIOS.filter((s) => items.includes(s))
   }
-  const concurrency = (values.concurrency ?? (quick ? '2,8' : '10,64,256')).split(',').map((s) => Number(s.trim()))
-  if (concurrency.some((c) => !Number.isInteger(c) || c < 1 || c > 2000))
-    throw new Error(`--concurrency takes whole numbers from 1 to 2000, got "${values.concurrency}"`)
   const repeats = number('repeats', values.repeats, quick ? 1 : 3, 1)
   if (!Number.isInteger(repeats)) throw new Error('--repeats must be a whole number')
+  const cells = PLAN[quick ? 'quick' : 'full'].filter((c) => scenarios.includes(c.scenario))
   return {
-    seconds: number('seconds', values.seconds, quick ? 0.5 : 5, 0.1),
-    warmup: number('warmup', values.warmup, quick ? 0.2 : 1, 0),
+    seconds: number('seconds', values.seconds, quick ? 1 : 5, 1),
+    warmup: number('warmup', values.warmup, quick ? 0 : 1, 0),
     repeats,
-    concurrency: [...new Set(concurrency)].sort((a, b) => a - b),
-    modes: list('modes', values.modes, MODES, MODES),
-    scenarios: list('scenarios', values.scenarios, SCENARIOS, SCENARIOS),
+    cells,
+    concurrency: [...new Set(cells.map((c) => c.concurrency))].sort((a, b) => a - b),
+    modes: MODES.filter((m) => cells.some((c) => c.mode === m)),
+    scenarios,
     quick,
     // Defaults live in the repository; a given path is taken from the current directory.
     out: values.out ? resolve(values.out) : join(REPO, quick ? '.data/bench/benchmarks.md' : 'docs/benchmarks.md'),
@@ -92,25 +139,30 @@ const log = (line: string) => console.error(line)
 
 // ------------------------------------------------------------------ the run
 
+/** A set of products and the buyers ready for them. */
+interface Shelf {
+  pool: BuyerPool
+  products: number[]
+}
+
 interface Context {
   options: Options
   sql: Sql
   databaseUrl: string
   runDir: string
-  serviceUrl: string
-  servicePid: number
+  /** The service as it starts by default (one process), and 3 processes sharing one port. */
+  services: Record<'one' | 'three', Service> & { pooled?: Service }
   postmasterPid: number | undefined
-  pools: Record<Scenario, BuyerPool>
-  bareProducts: Record<Scenario, number[]>
+  shelves: { hot: Shelf; multi: Shelf; others: Shelf; attack: Shelf }
+  bareProducts: Record<'hot' | 'multi', number[]>
   benchProducts: number[]
-  flashSale: 'http' | 'sql' | undefined
-  /** Highest attempts/s seen per scenario and mode: sizes the next cell's buyers. */
+  /** Highest attempts/s seen per load: sizes the next cell's buyers. */
   rates: Map<string, number>
   children: Set<{ pid: number; kill(signal?: number): void }>
   cellCount: number
 }
 
-/** A first guess of attempts/s, before a mode has been measured; a cell that runs out of buyers is run again with twice as many. */
+/** A first guess of attempts/s, before a load has been measured; a cell that runs out of buyers is run again with twice as many. */
 const FIRST_RATE_GUESS = 3000
 
 export async function main(args: string[]): Promise<void> {
@@ -121,6 +173,7 @@ export async function main(args: string[]): Promise<void> {
   }
   const started = Date.now()
   const loadStart = loadavg()
+  if (options.cells.some((c) => isHttp(c.mode))) ensureWrk(log)
   const runDir = mkdtempSync(join(tmpdir(), 'waitress-bench-'))
   const cleanups: (() => Promise<unknown> | unknown)[] = [() => rmSync(runDir, { recursive: true, force: true })]
   const children: Context['children'] = new Set()
@@ -143,7 +196,7 @@ export async function main(args: string[]): Promise<void> {
       databaseUrl = external
       databaseLabel = `DATABASE_URL ${redact(external)}`
     } else {
-      const maxConnections = Math.max(400, Math.max(...options.concurrency) + servicePool + 50)
+      const maxConnections = 400
       log(`starting a throwaway PostgreSQL (max_connections=${maxConnections}) in ${runDir}`)
       const server = await startEmbeddedPostgres({
         dataDir: join(runDir, 'pg'),
@@ -161,77 +214,82 @@ export async function main(args: string[]): Promise<void> {
     const postmasterPid = postmasterOf(pid)
     if (!postmasterPid) log('the database server is not a local process: its CPU time is not measured')
 
-    const service = await startService(databaseUrl, runDir, children)
-    cleanups.push(() => service.stop())
-
-    const [flash] = await sql<{ present: boolean }[]>`
-      select to_regprocedure('api.set_flash_sale(bigint,boolean,bigint)') is not null as present`
+    const one = await startService(databaseUrl, runDir, children, 1)
+    cleanups.push(() => one.stop())
+    const three = options.cells.some((c) => c.mode === 'http-3proc') ? await startService(databaseUrl, runDir, children, 3) : one
+    if (three !== one) cleanups.push(() => three.stop())
     const skipped: string[] = []
-    let modes = options.modes
-    if (!flash.present && modes.includes('http-flash')) {
-      modes = modes.filter((m) => m !== 'http-flash')
-      skipped.push('(a) HTTP flash-sale: `set_flash_sale(bigint, boolean)` is not in this database yet.')
+    let pooled: Service | undefined
+    if (options.cells.some((c) => c.mode === 'http-pgbouncer')) {
+      if (pgbouncerBinary()) {
+        const bouncer = await startBouncerFor(databaseUrl, servicePool)
+        cleanups.push(() => bouncer.stop())
+        pooled = await startService(bouncer.serviceUrl, runDir, children, 1, { DB_PREPARE: 'false' })
+        cleanups.push(() => pooled!.stop())
+      } else {
+        skipped.push('HTTP through PgBouncer: pgbouncer is not installed (`apt-get install pgbouncer`; .ci/run installs it).')
+        options.cells = options.cells.filter((c) => c.mode !== 'http-pgbouncer')
+      }
     }
 
     log('creating products and buyers')
-    const pools = {} as Record<Scenario, BuyerPool>
-    const bareProducts = {} as Record<Scenario, number[]>
-    const size = { hot: 1, multi: 5 }
-    for (const scenario of options.scenarios) {
-      const names = (prefix: string) => Array.from({ length: size[scenario] }, (_, i) => `bench ${prefix} ${scenario}${size[scenario] > 1 ? ` ${i + 1}` : ''}`)
-      pools[scenario] = new BuyerPool(sql, await createBenchProducts(sql, names('checkout')))
-      if (modes.includes('bare')) bareProducts[scenario] = await createBenchProducts(sql, names('bare UPDATE'))
+    const names = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `bench ${prefix}${n > 1 ? ` ${i + 1}` : ''}`)
+    const hot = await createBenchProducts(sql, names('hot', 1))
+    const multi = await createBenchProducts(sql, names('multi', 5))
+    const others = await createBenchProducts(sql, names('shop', 50))
+    const fillers = await createBenchProducts(sql, names('attack filler', 99))
+    const shelves: Context['shelves'] = {
+      hot: { pool: new BuyerPool(sql, hot), products: hot },
+      multi: { pool: new BuyerPool(sql, multi), products: multi },
+      others: { pool: new BuyerPool(sql, others, oneOf), products: others },
+      attack: { pool: new BuyerPool(sql, [...hot, ...fillers], allOf), products: [...hot, ...fillers] },
     }
+    const bareProducts = { hot: await createBenchProducts(sql, names('bare UPDATE hot', 1)), multi: await createBenchProducts(sql, names('bare UPDATE multi', 5)) }
 
     const [settings] = await sql<{ version: string; sync: string; max: string; buffers: string }[]>`
       select version() as version, current_setting('synchronous_commit') as sync,
              current_setting('max_connections') as max, current_setting('shared_buffers') as buffers`
     const maxConnections = Number(settings.max)
     const ctx: Context = {
-      options: { ...options, modes },
+      options,
       sql,
       databaseUrl,
       runDir,
-      serviceUrl: service.url,
-      servicePid: service.pid,
+      services: { one, three, pooled },
       postmasterPid,
-      pools,
+      shelves,
       bareProducts,
-      benchProducts: [...Object.values(pools).flatMap((p) => p.productIds), ...Object.values(bareProducts).flat()],
-      flashSale: flash.present ? await flashSaleSwitch(service.url, pools[options.scenarios[0]].productIds[0]) : undefined,
+      benchProducts: [...hot, ...multi, ...others, ...fillers, ...bareProducts.hot, ...bareProducts.multi],
       rates: new Map(),
       children,
       cellCount: 0,
     }
     if (settings.sync !== 'on') log(`warning: synchronous_commit is ${settings.sync}; the targets are measured with it on`)
 
-    // The plan: for each repeat, each concurrency, each scenario, every mode in turn (rotated per repeat).
-    const plan: { repeat: number; concurrency: number; scenario: Scenario; mode: Mode }[] = []
-    for (let repeat = 1; repeat <= options.repeats; repeat++)
-      for (const concurrency of options.concurrency)
-        for (const scenario of options.scenarios)
-          for (let i = 0; i < modes.length; i++) {
-            const mode = modes[(i + repeat - 1) % modes.length]
-            // The service's pool is open all along; the bench keeps a few of its own.
-            const connections = (mode.startsWith('http') ? 0 : concurrency) + servicePool + 10
-            if (connections > maxConnections) {
-              if (repeat === 1 && scenario === options.scenarios[0])
-                skipped.push(`${mode} at ${concurrency} buyers: needs ${connections} connections, the server allows ${maxConnections}.`)
-              continue
-            }
-            plan.push({ repeat, concurrency, scenario, mode })
-          }
-    const estimate = plan.length * (options.warmup + options.seconds + 2)
+    // The plan: for each repeat, every cell in turn (the order rotates with the repeat).
+    const plan: { repeat: number; cell: PlannedCell }[] = []
+    for (let repeat = 1; repeat <= options.repeats; repeat++) {
+      const cells = options.cells.filter((cell) => {
+        const connections = (isHttp(cell.mode) ? 0 : cell.concurrency) + servicePool * 4 + 10
+        if (connections <= maxConnections) return true
+        if (repeat === 1) skipped.push(`${cell.mode} at ${cell.concurrency} buyers: needs ${connections} connections, the server allows ${maxConnections}.`)
+        return false
+      })
+      const shift = (repeat - 1) % Math.max(1, cells.length)
+      for (const cell of [...cells.slice(shift), ...cells.slice(0, shift)]) plan.push({ repeat, cell })
+    }
+    const estimate = plan.length * (options.warmup + options.seconds + 3)
     log(`${plan.length} cells, about ${Math.ceil(estimate / 60)} min`)
 
     const cells: CellResult[] = []
     for (const [index, step] of plan.entries()) {
-      const cell = await runCell(ctx, step.repeat, step.scenario, step.mode, step.concurrency)
+      const cell = await runCell(ctx, step.repeat, step.cell)
       cells.push(cell)
       log(
-        `[${index + 1}/${plan.length}] r${step.repeat} ${step.scenario} ${step.mode} @${step.concurrency}: ` +
-          `${fmtRate(cell.rate)} orders/s, p99 ${fmtMs(cell.p99)} ms, ` +
+        `[${index + 1}/${plan.length}] r${step.repeat} ${step.cell.scenario} ${step.cell.mode} @${step.cell.concurrency}: ` +
+          `${fmtRate(cell.rate)} orders/s, p50 ${fmtMs(cell.p50)} ms, p99 ${fmtMs(cell.p99)} ms, ` +
           `${cell.ok ? Math.round((((cell.cpuMs.service ?? 0) + (cell.cpuMs.db ?? Number.NaN)) * 1000) / cell.ok) : '—'} µs CPU/order, ` +
+          (cell.side ? `side: ${fmtRate(cell.side.rate)}/s p50 ${fmtMs(cell.side.p50)} p99 ${fmtMs(cell.side.p99)} ms, ` : '') +
           `${Object.values(cell.errors).reduce((a, b) => a + b, 0)} errors, other load ${otherCores(cell).toFixed(2)} cores, invariants ${cell.problems.length ? `FAILED: ${cell.problems.join('; ')}` : 'held'}`,
       )
     }
@@ -253,30 +311,28 @@ export async function main(args: string[]): Promise<void> {
       sharedBuffers: settings.buffers,
       database: databaseLabel,
       bun: Bun.version,
+      wrk: wrkVersion(),
       servicePool,
       serviceEnv: serviceEnvironment(servicePool),
       loadAverage: { start: loadStart, end: loadavg() },
-      flashSale: ctx.flashSale
-        ? `available; switched per cell with ${ctx.flashSale === 'http' ? '`PUT /products/:id/flash-sale {enabled}`' : '`select set_flash_sale(id, enabled)`'}`
-        : 'not in this database yet: its cells were skipped',
       durationSeconds: (Date.now() - started) / 1000,
     }
     const out = options.out
     const svgFile = out.replace(/\.md$/, '') + '.svg'
     const jsonFile = out.replace(/\.md$/, '') + '.json'
-    const found = targets(aggregates, options, !!ctx.flashSale)
+    const found = targets(aggregates)
     mkdirSync(dirname(out), { recursive: true })
     writeFileSync(
       svgFile,
-      renderChart({ aggregates, scenarios: options.scenarios, modes, concurrency: options.concurrency, title: 'Waitress: orders/s against concurrent buyers' }),
+      renderChart({ aggregates, scenarios: ['hot', 'multi'].filter((s) => options.scenarios.includes(s as Scenario)) as Scenario[], modes: options.modes, concurrency: options.concurrency, title: 'Waitress: orders/s against concurrent buyers' }),
     )
-    writeFileSync(jsonFile, JSON.stringify({ machine, options: ctx.options, targets: found, aggregates, cells }, null, 1) + '\n')
+    writeFileSync(jsonFile, JSON.stringify({ machine, options, targets: found, aggregates, cells }, null, 1) + '\n')
     writeFileSync(
       out,
-      renderMarkdown({ machine, options: ctx.options, aggregates, targets: found, skipped, chartFile: basename(svgFile), jsonFile: basename(jsonFile) }),
+      renderMarkdown({ machine, options, aggregates, targets: found, skipped, chartFile: basename(svgFile), jsonFile: basename(jsonFile) }),
     )
     log(`wrote ${out} (+ ${basename(svgFile)}, ${basename(jsonFile)}) in ${Math.round(machine.durationSeconds)} s`)
-    for (const t of found) log(`target ${t.id} ${t.scenario}: ${t.what}: ${t.measured.replace(/\*/g, '')} → ${t.met === null ? 'not measured' : t.met ? 'met' : 'NOT met'}`)
+    for (const t of found) log(`target ${t.id}: ${t.what}: ${t.measured.replace(/\*/g, '')} → ${t.met === null ? 'not measured' : t.met ? 'met' : 'NOT met'}`)
     const failed = cells.filter((c) => c.problems.length)
     if (failed.length || finalAudit.n > 0) {
       process.exitCode = 1
@@ -291,54 +347,71 @@ export async function main(args: string[]): Promise<void> {
 
 // --------------------------------------------------------------- one cell
 
-async function runCell(ctx: Context, repeat: number, scenario: Scenario, mode: Mode, concurrency: number): Promise<CellResult> {
+/** The products a cell sells, and the buyers of its main and side loads. */
+function shelvesOf(ctx: Context, cell: PlannedCell): { main: Shelf; side?: Shelf; products: number[] } {
+  const { hot, multi, others, attack } = ctx.shelves
+  switch (cell.scenario) {
+    case 'hot':
+      return { main: hot, products: cell.mode === 'bare' ? ctx.bareProducts.hot : hot.products }
+    case 'multi':
+      return { main: multi, products: cell.mode === 'bare' ? ctx.bareProducts.multi : multi.products }
+    case 'shop':
+      return { main: hot, side: others, products: [...hot.products, ...others.products] }
+    case 'attack':
+      return cell.mode === 'http-attacked'
+        ? { main: hot, side: attack, products: attack.products }
+        : { main: hot, products: hot.products }
+  }
+}
+
+async function runCell(ctx: Context, repeat: number, cell: PlannedCell): Promise<CellResult> {
   const { options, sql } = ctx
-  const key = `${scenario}|${mode}`
-  const pool = ctx.pools[scenario]
-  const products = mode === 'bare' ? ctx.bareProducts[scenario] : pool.productIds
+  const { scenario, mode, concurrency } = cell
+  const { main, side, products } = shelvesOf(ctx, cell)
   for (let attempt = 1; ; attempt++) {
-    let buyers: Buyer[] = []
-    if (mode !== 'bare') {
-      // Buyers are cheap and the machine is noisy: three times the best rate seen, at least 1,000/s.
-      const rate = Math.max(1000, ctx.rates.get(key) ?? FIRST_RATE_GUESS)
-      const needed = Math.ceil(rate * 3 * (options.warmup + options.seconds) + 2 * concurrency + 100)
-      await pool.ensure(needed)
-      buyers = pool.peek(needed)
-    }
-    if (mode === 'http-flash') await setFlashSale(ctx, products, true)
-    let run: { result: LoadResult; cpuMs: CellResult['cpuMs'] }
-    // Read when the warm-up is over, before the measured phase.
+    await sql`vacuum waitress.products`.catch(() => {})
+    await sql`checkpoint`.catch(() => {})
     let before: State | undefined
-    try {
-      await sql`vacuum waitress.products`.catch(() => {})
-      await sql`checkpoint`.catch(() => {})
-      run = await drive(ctx, {
+    const atReady = async () => {
+      before = await readState(sql, products)
+    }
+    let run: { result: LoadResult; side?: SideResult; cpuMs: CellResult['cpuMs']; exhausted: boolean; unknown: number }
+    if (isHttp(mode)) run = await driveHttp(ctx, cell, main, side, atReady)
+    else {
+      const key = `sql|${scenario}|${mode}`
+      let buyers: Buyer[] = []
+      if (mode !== 'bare') {
+        const rate = Math.max(300, ctx.rates.get(key) ?? 1000)
+        const needed = Math.ceil(rate * 2 * (options.warmup + options.seconds) + 2 * concurrency + 100)
+        await main.pool.ensure(needed, options.quick ? needed : 20_000)
+        buyers = main.pool.peek(needed)
+      }
+      const sqlRun = await driveSql(ctx, {
         mode,
         scenario,
         concurrency,
         warmupSeconds: options.warmup,
         seconds: options.seconds,
-        serviceUrl: ctx.serviceUrl,
         databaseUrl: ctx.databaseUrl,
         buyers,
         productIds: products,
-      }, async () => {
-        before = await readState(sql, products)
-      })
-    } finally {
-      if (mode === 'http-flash') await setFlashSale(ctx, products, false)
+      }, atReady)
+      if (mode !== 'bare') main.pool.consume(sqlRun.result.used)
+      const seen = sqlRun.result.attempts / (sqlRun.result.elapsedMs / 1000)
+      if (Number.isFinite(seen)) ctx.rates.set(key, Math.max(ctx.rates.get(key) ?? 0, seen))
+      run = { ...sqlRun, exhausted: sqlRun.result.exhausted, unknown: 0 }
     }
     const { result, cpuMs } = run
-    if (mode !== 'bare') pool.consume(result.used)
-    const seen = result.attempts / (result.elapsedMs / 1000)
-    if (Number.isFinite(seen)) ctx.rates.set(key, Math.max(ctx.rates.get(key) ?? 0, seen))
-    const problems = await checkInvariants(ctx, mode, products, before!, result)
-    if (result.exhausted && attempt < 3) {
-      ctx.rates.set(key, 2 * Math.max(ctx.rates.get(key) ?? FIRST_RATE_GUESS, FIRST_RATE_GUESS))
+    const problems = await checkInvariants(ctx, mode, products, before!, {
+      ok: result.ok + (run.side?.ok ?? 0),
+      unknown: run.unknown,
+      unitsTold: isHttp(mode) ? undefined : result.units,
+    })
+    if (run.exhausted && attempt < 3) {
       log(`  ${scenario} ${mode} @${concurrency} ran out of buyers: running it again with more`)
       continue
     }
-    if (result.exhausted) problems.push('ran out of buyers three times')
+    if (run.exhausted) problems.push('ran out of buyers three times')
     const { used: _used, exhausted: _exhausted, ...measured } = result
     return {
       ...measured,
@@ -348,31 +421,170 @@ async function runCell(ctx: Context, repeat: number, scenario: Scenario, mode: M
       concurrency,
       rate: result.ok / (result.elapsedMs / 1000),
       cpuMs,
+      side: run.side,
       problems,
     }
   }
 }
 
+/** Request bodies for buyers: POST /orders of all their lines. */
+const bodyOf = (buyer: Buyer) => JSON.stringify({ buyer_id: buyer.buyerId, cart_item_ids: buyer.itemIds })
+
 /**
- * Runs one load-generator process through warm-up, the measured phase and
- * exit, reading CPU around the measured phase; atReady runs between the
- * warm-up and the first CPU reading.
+ * An HTTP cell: wrk warms up (its own buyers), the service settles, the CPU
+ * counters are read, wrk runs the measured phase (and the side load's wrk
+ * beside it), the service settles again (requests wrk left running finish),
+ * the counters are read again.
  */
-async function drive(
+async function driveHttp(
+  ctx: Context,
+  cell: PlannedCell,
+  main: Shelf,
+  side: Shelf | undefined,
+  atReady: () => Promise<void>,
+): Promise<{ result: LoadResult; side?: SideResult; cpuMs: CellResult['cpuMs']; exhausted: boolean; unknown: number }> {
+  const { options } = ctx
+  const service = cell.mode === 'http-3proc' ? ctx.services.three : cell.mode === 'http-pgbouncer' ? ctx.services.pooled! : ctx.services.one
+  const loads = [
+    { name: 'main', shelf: main, connections: cell.concurrency },
+    ...(side ? [{ name: 'side', shelf: side, connections: cell.side ?? 4 }] : []),
+  ]
+  // Buyers for both phases are made before anything is measured (an attacker's cart has 100 lines: slow to make).
+  const take = async (load: (typeof loads)[number], seconds: number) => {
+    const key = `http|${cell.scenario}|${cell.mode}|${cell.concurrency}|${load.name}`
+    const guess = load.shelf === ctx.shelves.attack ? 100 : FIRST_RATE_GUESS
+    const rate = Math.max(50, ctx.rates.get(key) ?? guess)
+    const needed = Math.ceil(rate * 2 * seconds + 3 * load.connections + 50)
+    await load.shelf.pool.ensure(needed, options.quick || load.shelf === ctx.shelves.attack ? needed : 20_000)
+    return { key, buyers: load.shelf.pool.peek(needed) }
+  }
+  const prepare = async (seconds: number) => {
+    const prepared: { load: (typeof loads)[number]; key: string; buyers: Buyer[] }[] = []
+    for (const load of loads) {
+      const { key, buyers } = await take(load, seconds)
+      // Set aside so the next phase's buyers are others.
+      load.shelf.pool.consume(buyers.length)
+      prepared.push({ load, key, buyers })
+    }
+    return prepared
+  }
+  const runPhase = async (prepared: Awaited<ReturnType<typeof prepare>>, seconds: number) => {
+    const runs = prepared.map(({ load, buyers }) =>
+      startWrk({ dir: ctx.runDir, name: `cell-${++ctx.cellCount}-${load.name}`, url: service.url, path: '/orders', bodies: buyers.map(bodyOf), connections: load.connections, seconds }),
+    )
+    for (const run of runs) ctx.children.add({ pid: run.pid, kill: run.kill })
+    const results = await Promise.all(runs.map((r) => r.result))
+    return prepared.map(({ key }, i) => {
+      const result = results[i]
+      const seen = result.sent / (result.durationUs / 1e6)
+      if (Number.isFinite(seen)) ctx.rates.set(key, Math.max(ctx.rates.get(key) ?? 0, seen))
+      return result
+    })
+  }
+  const warmup = options.warmup > 0 ? await prepare(options.warmup) : undefined
+  const measured = await prepare(options.seconds)
+  if (warmup) {
+    await runPhase(warmup, options.warmup)
+    await settle(ctx)
+  }
+  await atReady()
+  const snapshot = () => {
+    const [service1, service2, service3, db] = treeCpuMs([...service.pids, ...Array(3 - service.pids.length).fill(-1), ctx.postmasterPid ?? -1])
+    return { service: [service1, service2, service3].filter(Number.isFinite).reduce((a, b) => a + b, 0), db, machine: machineBusyMs(), at: performance.now() }
+  }
+  const start = snapshot()
+  // wrk's own CPU: a child's times reach this process once it has exited and been reaped.
+  const clientStart = childrenCpuMs()
+  const results = await runPhase(measured, options.seconds)
+  const clientMs = childrenCpuMs() - clientStart
+  await settle(ctx)
+  const end = snapshot()
+  const [mainResult, sideResult] = results
+  const mainOutcomes = outcomesOf(mainResult)
+  const unknown = results.reduce((sum, r) => sum + Math.max(0, r.sent - Object.values(r.counts).reduce((a, b) => a + b, 0)), 0)
+  const result: LoadResult = {
+    ok: mainOutcomes.ok,
+    units: Number.NaN,
+    attempts: mainOutcomes.answered,
+    errors: mainOutcomes.errors,
+    elapsedMs: mainResult.durationUs / 1000,
+    p50: mainResult.p50,
+    p95: mainResult.p95,
+    p99: mainResult.p99,
+    max: mainResult.max,
+    used: 0,
+    exhausted: mainResult.exhausted,
+  }
+  let sideSummary: SideResult | undefined
+  if (sideResult) {
+    const outcomes = outcomesOf(sideResult)
+    sideSummary = {
+      ok: outcomes.ok,
+      rate: outcomes.ok / (sideResult.durationUs / 1e6),
+      attempts: outcomes.answered,
+      errors: outcomes.errors,
+      p50: sideResult.p50,
+      p95: sideResult.p95,
+      p99: sideResult.p99,
+    }
+  }
+  return {
+    result,
+    side: sideSummary,
+    exhausted: results.some((r) => r.exhausted),
+    unknown,
+    cpuMs: {
+      service: end.service - start.service,
+      db: Number.isFinite(end.db) && Number.isFinite(start.db) ? end.db - start.db : null,
+      client: Number.isFinite(clientMs) ? clientMs : Number.NaN,
+      machine: end.machine - start.machine,
+      // The counters span the measured phase and the settling after it.
+      windowMs: end.at - start.at,
+    },
+  }
+}
+
+/** CPU time of this process's reaped children (wrk runs exit before the reading): cutime + cstime. */
+function childrenCpuMs(): number {
+  const stat = readStat(process.pid)
+  return stat ? ((stat.cutime + stat.cstime) * 1000) / clockTicks() : Number.NaN
+}
+
+/**
+ * Waits until the service is idle: no checkout running in the database for
+ * half a second in a row (wrk leaves a request per connection behind, and
+ * the order placer may still hold hundreds queued between two calls), at
+ * most 30 s.
+ */
+async function settle(ctx: Context): Promise<void> {
+  const deadline = Date.now() + 30_000
+  let quiet = 0
+  while (Date.now() < deadline && quiet < 5) {
+    await Bun.sleep(100)
+    const [{ n }] = await ctx.sql<{ n: number }[]>`
+      select count(*)::int as n from pg_stat_activity
+       where state = 'active' and pid <> pg_backend_pid() and query ilike '%place_%order%'`
+    quiet = n === 0 ? quiet + 1 : 0
+  }
+}
+
+/**
+ * Runs one load-generator process (SQL modes) through warm-up, the measured
+ * phase and exit, reading CPU around the measured phase; atReady runs
+ * between the warm-up and the first CPU reading.
+ */
+async function driveSql(
   ctx: Context,
   config: LoadConfig,
   atReady: () => Promise<void>,
 ): Promise<{ result: LoadResult; cpuMs: CellResult['cpuMs'] }> {
   const configFile = join(ctx.runDir, `cell-${++ctx.cellCount}.json`)
   writeFileSync(configFile, JSON.stringify(config))
-  const script = config.mode.startsWith('http') ? 'load-http.ts' : 'load-sql.ts'
-  const child = Bun.spawn([process.execPath, join(import.meta.dir, script), configFile], {
+  const child = Bun.spawn([process.execPath, join(import.meta.dir, 'load-sql.ts'), configFile], {
     cwd: REPO,
     stdin: 'pipe',
     stdout: 'pipe',
     stderr: 'inherit',
-    // Bun's fetch opens at most 256 connections at once by default.
-    env: { ...process.env, BUN_CONFIG_MAX_HTTP_REQUESTS: '4096' },
   })
   ctx.children.add(child)
   try {
@@ -384,8 +596,8 @@ async function drive(
     await nextEvent(events, 'ready', (config.warmupSeconds + 60) * 1000)
     await atReady()
     const snapshot = () => {
-      const [service, db, client] = treeCpuMs([ctx.servicePid, ctx.postmasterPid ?? -1, child.pid])
-      return { service, db, client, machine: machineBusyMs() }
+      const [db, client] = treeCpuMs([ctx.postmasterPid ?? -1, child.pid])
+      return { db, client, machine: machineBusyMs() }
     }
     const start = snapshot()
     say('go')
@@ -398,7 +610,7 @@ async function drive(
     return {
       result,
       cpuMs: {
-        service: config.mode.startsWith('http') ? diff(start.service, end.service) : null,
+        service: null,
         db: diff(start.db, end.db),
         client: diff(start.client, end.client) ?? Number.NaN,
         machine: diff(start.machine, end.machine) ?? Number.NaN,
@@ -422,22 +634,31 @@ async function readState(sql: Sql, products: number[]): Promise<State> {
 }
 
 /**
- * After a cell: stock never below zero; the stock taken equals what the
- * clients were told; orders created equal successes; initial stock = stock +
- * units in orders; the audit is empty. After a bare-UPDATE cell, its units
- * are booked as one correction movement first (the bare statement writes no
- * ledger row by design).
+ * After a cell: stock never below zero; the stock taken equals the units the
+ * clients were told were sold (SQL modes) or the units in the orders the
+ * cell created (HTTP: wrk stops with a request per connection unanswered,
+ * whose outcome it never learns); orders created equal the successes (HTTP:
+ * at least the successes, at most the successes plus those unanswered);
+ * initial stock = stock + units in orders; the audit is empty. After a
+ * bare-UPDATE cell, its units are booked as one correction movement first
+ * (the bare statement writes no ledger row by design).
  */
-async function checkInvariants(ctx: Context, mode: Mode, products: number[], before: State, result: LoadResult): Promise<string[]> {
+async function checkInvariants(
+  ctx: Context,
+  mode: Mode,
+  products: number[],
+  before: State,
+  told: { ok: number; unknown: number; unitsTold: number | undefined },
+): Promise<string[]> {
   const { sql } = ctx
   const problems: string[] = []
   const after = await readState(sql, products)
   for (const [id, stock] of after.stock) if (stock < 0) problems.push(`product ${id} has stock ${stock}`)
   const sum = (m: Map<number, number>) => [...m.values()].reduce((a, b) => a + b, 0)
   const taken = sum(before.stock) - sum(after.stock)
-  if (taken !== result.units) problems.push(`stock taken ${taken} ≠ units the clients were told were sold ${result.units}`)
 
   if (mode === 'bare') {
+    if (taken !== told.unitsTold) problems.push(`stock taken ${taken} ≠ units the clients were told were sold ${told.unitsTold}`)
     await sql`
       insert into waitress.stock_movements (product_id, quantity, reason, note)
       select p.id, p.stock - l.stock, 'correction', 'bench: units taken by bare UPDATE cells, which write no ledger row'
@@ -445,9 +666,14 @@ async function checkInvariants(ctx: Context, mode: Mode, products: number[], bef
         join (select product_id, sum(quantity) as stock from waitress.stock_movements group by product_id) l on l.product_id = p.id
        where p.id = any (${products}::bigint[]) and p.stock <> l.stock`
   } else {
-    const [{ n }] = await sql<{ n: number }[]>`
-      select count(*)::int as n from waitress.orders where id > ${before.maxOrderId} and seller_id = ${BENCH_SELLER_ID}`
-    if (n !== result.ok) problems.push(`${n} orders created ≠ ${result.ok} successes`)
+    const [{ n, units }] = await sql<{ n: number; units: number }[]>`
+      select count(distinct o.id)::int as n, coalesce(sum(oi.quantity), 0)::bigint as units
+        from waitress.orders o join waitress.order_items oi on oi.order_id = o.id
+       where o.id > ${before.maxOrderId} and o.seller_id = ${BENCH_SELLER_ID}`
+    const expected = told.unitsTold ?? units
+    if (taken !== expected) problems.push(`stock taken ${taken} ≠ units ${told.unitsTold === undefined ? 'in the orders created' : 'the clients were told were sold'} ${expected}`)
+    if (n < told.ok || n > told.ok + told.unknown)
+      problems.push(`${n} orders created, but ${told.ok} successes${told.unknown ? ` and ${told.unknown} requests left unanswered` : ''}`)
     const sold = await sql<{ id: number; stock: number; sold: number }[]>`
       select p.id, p.stock, coalesce((select sum(oi.quantity) from waitress.order_items oi where oi.product_id = p.id), 0)::bigint as sold
         from waitress.products p where p.id = any (${products}::bigint[])`
@@ -462,44 +688,85 @@ async function checkInvariants(ctx: Context, mode: Mode, products: number[], bef
 
 // ---------------------------------------------------------- the service
 
-async function startService(databaseUrl: string, runDir: string, children: Context['children']) {
-  // Hook for a pooler in front of the database (a --pgbouncer mode): the
-  // service connects through BENCH_SERVICE_DATABASE_URL (e.g. a PgBouncer from
-  // tests/support/pgbouncer.ts, with DB_PREPARE=false in the environment)
-  // while the bench's own checks keep reading DATABASE_URL directly.
-  databaseUrl = process.env.BENCH_SERVICE_DATABASE_URL || databaseUrl
-  const port = await freePort()
-  const logFile = join(runDir, 'service.log')
-  const child = Bun.spawn([process.execPath, 'src/server.ts'], {
-    cwd: REPO,
-    stdout: Bun.file(logFile),
-    stderr: Bun.file(join(runDir, 'service.err')),
-    env: {
-      ...process.env,
-      DATABASE_URL: databaseUrl,
-      PORT: String(port),
-      HOST: '127.0.0.1',
-      MIGRATE_ON_START: 'false',
-      EXPIRE_ORDERS_EVERY: '0',
-    },
+interface Service {
+  url: string
+  pids: number[]
+  stop(): Promise<void>
+}
+
+/** `count` service processes on one port (REUSE_PORT when more than one), as `npm start` runs them. */
+/**
+ * A PgBouncer in transaction mode in front of the bench's database, as users
+ * put one in front of several service processes: the service reaches
+ * PostgreSQL only through it, with as many server connections as its own
+ * pool (so the cell compares the pooler's hop, not a bigger pool). The
+ * logins it knows: the administrator, and the login the service derives from
+ * DATABASE_URL alone.
+ */
+async function startBouncerFor(databaseUrl: string, poolSize: number): Promise<Pgbouncer & { serviceUrl: string }> {
+  const admin = new URL(databaseUrl)
+  const user = decodeURIComponent(admin.username)
+  const password = decodeURIComponent(admin.password)
+  const bouncer = await startPgbouncer({
+    server: { host: admin.hostname, port: Number(admin.port) },
+    users: { [user]: password, [DERIVED_LOGIN]: await derivePassword(password, DERIVED_LOGIN) },
+    admin: user,
+    poolSize,
   })
-  children.add(child)
+  const serviceUrl = new URL(bouncer.url(user, password, decodeURIComponent(admin.pathname.slice(1))))
+  serviceUrl.search = admin.search
+  return Object.assign(bouncer, { serviceUrl: serviceUrl.toString() })
+}
+
+async function startService(databaseUrl: string, runDir: string, children: Context['children'], count: number, env: Record<string, string> = {}): Promise<Service> {
+  const port = await freePort()
+  const started = Array.from({ length: count }, (_, i) => {
+    const name = `service-${port}-${i}`
+    const child = Bun.spawn([process.execPath, 'src/server.ts'], {
+      cwd: REPO,
+      stdout: Bun.file(join(runDir, `${name}.log`)),
+      stderr: Bun.file(join(runDir, `${name}.err`)),
+      env: {
+        ...process.env,
+        DATABASE_URL: databaseUrl,
+        PORT: String(port),
+        HOST: '127.0.0.1',
+        MIGRATE_ON_START: 'false',
+        EXPIRE_ORDERS_EVERY: '0',
+        ...(count > 1 ? { REUSE_PORT: 'true' } : {}),
+        ...env,
+      },
+    })
+    children.add(child)
+    return { child, err: join(runDir, `${name}.err`) }
+  })
   const url = `http://127.0.0.1:${port}`
   const deadline = Date.now() + 30_000
   for (;;) {
-    if (child.exitCode !== null) throw new Error(`the service exited with ${child.exitCode}: ${tail(join(runDir, 'service.err'))}`)
-    const healthy = await fetch(`${url}/healthz`).then((r) => r.ok, () => false)
+    const dead = started.find(({ child }) => child.exitCode !== null)
+    if (dead) throw new Error(`the service exited with ${dead.child.exitCode}: ${tail(dead.err)}`)
+    // Every process logs "listening" once its server is up.
+    const listening = started.filter((_, i) => {
+      try {
+        return readFileSync(join(runDir, `service-${port}-${i}.log`), 'utf8').includes('listening')
+      } catch {
+        return false
+      }
+    }).length
+    const healthy = listening === count && (await fetch(`${url}/healthz`).then((r) => r.ok, () => false))
     if (healthy) break
-    if (Date.now() > deadline) throw new Error(`the service did not answer /healthz in 30 s: ${tail(join(runDir, 'service.err'))}`)
+    if (Date.now() > deadline) throw new Error(`the service did not answer /healthz in 30 s: ${tail(started[0].err)}`)
     await Bun.sleep(100)
   }
   return {
     url,
-    pid: child.pid,
+    pids: started.map(({ child }) => child.pid),
     stop: async () => {
-      child.kill('SIGTERM')
-      if (!(await within(child.exited, 10_000))) child.kill('SIGKILL')
-      children.delete(child)
+      for (const { child } of started) child.kill('SIGTERM')
+      for (const { child } of started) {
+        if (!(await within(child.exited, 10_000))) child.kill('SIGKILL')
+        children.delete(child)
+      }
     },
   }
 }
@@ -514,7 +781,7 @@ const tail = (file: string) => {
 
 /** The service's settings from .env.example that this run sets, for the report. */
 function serviceEnvironment(pool: number): string {
-  const ours = new Set(['DATABASE_URL', 'PORT', 'HOST', 'MIGRATE_ON_START', 'EXPIRE_ORDERS_EVERY', 'DB_POOL_MAX', 'TEST_DATABASE_URL'])
+  const ours = new Set(['DATABASE_URL', 'PORT', 'HOST', 'MIGRATE_ON_START', 'EXPIRE_ORDERS_EVERY', 'DB_POOL_MAX', 'TEST_DATABASE_URL', 'REUSE_PORT'])
   let keys: string[] = []
   try {
     keys = [...readFileSync(join(REPO, '.env.example'), 'utf8').matchAll(/^#?\s*([A-Z][A-Z0-9_]+)=/gm)].map((m) => m[1])
@@ -523,30 +790,12 @@ function serviceEnvironment(pool: number): string {
   return [`\`DB_POOL_MAX=${pool}\``, ...set].join(', ')
 }
 
-/** How this service switches flash-sale mode: its PUT route when it has one, else the SQL function. */
-async function flashSaleSwitch(serviceUrl: string, productId: number): Promise<'http' | 'sql'> {
-  const response = await fetch(`${serviceUrl}/products/${productId}/flash-sale`, {
-    method: 'PUT',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ enabled: false }),
-  }).catch(() => undefined)
-  await response?.text()
-  return response?.ok ? 'http' : 'sql'
-}
-
-async function setFlashSale(ctx: Context, productIds: number[], enabled: boolean): Promise<void> {
-  for (const id of productIds) {
-    if (ctx.flashSale === 'http') {
-      const response = await fetch(`${ctx.serviceUrl}/products/${id}/flash-sale`, {
-        method: 'PUT',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ enabled }),
-      })
-      const body = await response.text()
-      if (!response.ok) throw new Error(`PUT /products/${id}/flash-sale answered ${response.status}: ${body}`)
-    } else {
-      await ctx.sql`select api.set_flash_sale(${id}::bigint, ${enabled})`
-    }
+function wrkVersion(): string {
+  try {
+    const out = Bun.spawnSync(['sh', '-c', `${process.env.WRK ?? 'wrk'} --version 2>&1`]).stdout.toString()
+    return /^wrk\s+(\S+)/m.exec(out)?.[1] ?? 'unknown'
+  } catch {
+    return 'unknown'
   }
 }
 

@@ -26,6 +26,12 @@ export async function createBenchProducts(sql: Sql, names: string[]): Promise<nu
   return ids
 }
 
+/** One line of one of the products, chosen at random. */
+export const oneOf = (productIds: number[]) => [productIds[Math.floor(Math.random() * productIds.length)]]
+
+/** A line of every product, in order: the largest cart. */
+export const allOf = (productIds: number[]) => [...productIds]
+
 /** 1 product: every cart has one line of it. Several: 2 to all of them, each once, in random order. */
 export function cartLines(productIds: number[], random: () => number = Math.random): number[] {
   if (productIds.length === 1) return [...productIds]
@@ -50,6 +56,8 @@ export class BuyerPool {
   constructor(
     private readonly sql: Sql,
     readonly productIds: number[],
+    /** The products of one buyer's cart lines, in the order they are added. */
+    private readonly pick: (productIds: number[]) => number[] = cartLines,
   ) {}
 
   get available(): number {
@@ -86,7 +94,7 @@ export class BuyerPool {
     const lineCart: number[] = []
     const lineProduct: number[] = []
     for (const cart of carts) {
-      for (const productId of cartLines(this.productIds)) {
+      for (const productId of this.pick(this.productIds)) {
         lineCart.push(cart.id)
         lineProduct.push(productId)
       }

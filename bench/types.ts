@@ -3,22 +3,41 @@
  * (load-http.ts, load-sql.ts) say to each other, and what each mode is.
  */
 
-export const MODES = ['http', 'http-flash', 'direct', 'baseline', 'bare'] as const
+export const MODES = ['http', 'http-3proc', 'http-pgbouncer', 'http-attacked', 'direct', 'baseline', 'bare'] as const
 export type Mode = (typeof MODES)[number]
 
-export const SCENARIOS = ['hot', 'multi'] as const
+export const SCENARIOS = ['hot', 'multi', 'shop', 'attack'] as const
 export type Scenario = (typeof SCENARIOS)[number]
+
+/** Modes whose load is HTTP, driven by wrk. */
+export const isHttp = (mode: Mode) => mode.startsWith('http')
 
 export const MODE_INFO: Record<Mode, { label: string; what: string; color: string; dash?: string }> = {
   http: {
     label: '(a) HTTP',
-    what: '`POST /orders {buyer_id, cart_item_ids}` through the service (flash-sale mode off)',
+    what:
+      '`POST /orders {buyer_id, cart_item_ids}` through one service process as it starts by default (no product flagged: ' +
+      'checkouts coalesce by themselves when they queue), driven by wrk',
     color: '#1f77b4',
   },
-  'http-flash': {
-    label: '(a) HTTP flash-sale',
-    what: 'the same requests with the products in flash-sale mode (`set_flash_sale(id, true)`)',
+  'http-3proc': {
+    label: '(a3) HTTP, 3 processes',
+    what: 'the same requests to 3 service processes sharing one port (`REUSE_PORT=true`), each with its own pool',
     color: '#9467bd',
+  },
+  'http-pgbouncer': {
+    label: '(ap) HTTP through PgBouncer',
+    what:
+      'the same requests to one service process that reaches PostgreSQL only through PgBouncer in transaction mode ' +
+      '(Debian\'s pgbouncer, started by the bench; `DB_PREPARE=false`, a server pool as large as the service\'s own)',
+    color: '#8c564b',
+  },
+  'http-attacked': {
+    label: '(a!) HTTP under attack',
+    what:
+      'the same honest requests while 4 more connections loop the worst checkout the limits allow ' +
+      '(a 100-line cart, the hot product among its lines, all 100 item ids named)',
+    color: '#ff7f0e',
   },
   direct: {
     label: '(b) direct place_order',
@@ -51,6 +70,18 @@ export const SCENARIO_INFO: Record<Scenario, { title: string; what: string }> = 
     what:
       'every buyer has 2 to 5 lines (uniformly), 1 unit each, of 5 products of one seller, added to the cart in random order; ' +
       'the order takes all of them',
+  },
+  shop: {
+    title: 'The rest of the shop during a sale',
+    what:
+      'the hot product hammered over HTTP as in the first scenario, and at the same time 16 more connections buying ' +
+      'one unit each of 50 other products (a random one per buyer); the side columns are those other buyers',
+  },
+  attack: {
+    title: 'Honest buyers beside hostile carts',
+    what:
+      '32 connections buying the hot product, alone and then beside 4 connections that loop the worst checkout the ' +
+      'limits allow; the side columns are the attackers',
   },
 }
 

@@ -21,8 +21,6 @@ export interface FlashSaleOptions {
   concurrency: number
   /** Seeds the carts' contents, so a run can be replayed. */
   seed: number
-  /** Switch the products to flash-sale mode (checkouts coalesced into batches) for the race. */
-  flashSale: boolean
   /** Share (0 to 1) of accepted buyers who cancel at once, half of them after paying: their stock must come back. */
   cancelRate?: number
   /**
@@ -37,12 +35,6 @@ export interface FlashSaleOptions {
   databaseUrl?: string
   /** Headers for a request on behalf of a user: bearer tokens when the service has AUTH_JWT_SECRET. */
   authorize?: Authorize
-  /**
-   * The service answered no checkout before this run (one this simulator just
-   * started): it looks flash-sale mode up at its first checkout, so there is
-   * no need to wait for it to notice.
-   */
-  freshService?: boolean
 }
 
 export interface SaleProduct {
@@ -74,7 +66,7 @@ export interface FlashSaleResult {
   setupMs: number
   raceMs: number
   verdict: Verdict
-  /** place_orders() batches during the race, from the service's /metrics (flash-sale mode only). */
+  /** Checkout calls during the race and the checkouts they carried, from the service's /metrics. */
   batches?: { count: number; checkouts: number }
   /** What accepted buyers did next: cancelled, paid then cancelled, paid, left pending to expire. */
   lifecycle: { cancelled: number; paidThenCancelled: number; paid: number; leftPending: number }
@@ -120,9 +112,6 @@ export function plannedCarts(options: Pick<FlashSaleOptions, 'buyers' | 'product
 }
 
 class SetupError extends Error {}
-
-/** FLASH_SALE_CHECK_EVERY's default: how long a busy service may take to notice flash-sale mode. */
-const FLASH_SALE_NOTICE_MS = 1_000
 
 /**
  * A flash sale against a running service: creates the products and every
@@ -180,15 +169,8 @@ export async function runFlashSale(
     return { cartId: cart.id as number, userId, wants: new Map(plan.map(([index, quantity]) => [products[index].id, quantity])) }
   })
 
-  const switchFlashSale = async (enabled: boolean) => {
-    for (const product of products) await call(product.sellerId, 'PUT', `/products/${product.id}/flash-sale`, { enabled })
-  }
-  const batchesSoFar = () => (options.flashSale ? batchMetrics(baseUrl, authorize, products[0].sellerId) : undefined)
-  if (options.flashSale) {
-    await switchFlashSale(true)
-    // A service that has been answering checkouts rechecks the mode at most this often.
-    if (!options.freshService) await Bun.sleep(FLASH_SALE_NOTICE_MS + 100)
-  }
+  // The service coalesces checkouts by itself when they queue: its /metrics say how.
+  const batchesSoFar = () => batchMetrics(baseUrl, authorize, products[0].sellerId)
   const setupMs = performance.now() - setupStarted
   onPhaseDone({ ...progress })
 
@@ -257,8 +239,6 @@ export async function runFlashSale(
     onPhaseDone({ ...progress })
 
     const batchesAfter = await batchesSoFar()
-    // Left on, it would make the service batch every checkout from now on.
-    if (options.flashSale) await switchFlashSale(false)
     const batches =
       batchesBefore && batchesAfter
         ? { count: batchesAfter.count - batchesBefore.count, checkouts: batchesAfter.checkouts - batchesBefore.checkouts }

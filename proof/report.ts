@@ -80,8 +80,8 @@ export function report(result: FlashSaleResult): string {
   )
   if (result.batches)
     out.push(
-      `batches     ${int(result.batches.checkouts)} checkouts in ${int(result.batches.count)} place_orders() batches ` +
-        `(${result.batches.count ? (result.batches.checkouts / result.batches.count).toFixed(1) : '0'} a batch; from the service's /metrics)`,
+      `batches     ${int(result.batches.checkouts)} checkouts in ${int(result.batches.count)} checkout calls ` +
+        `(${result.batches.count ? (result.batches.checkouts / result.batches.count).toFixed(1) : '0'} a call, coalesced as they queued; from the service's /metrics)`,
     )
   const { cancelled, paidThenCancelled, paid, leftPending } = result.lifecycle
   if (cancelled + paidThenCancelled + paid + leftPending > 0)

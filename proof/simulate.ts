@@ -28,8 +28,6 @@ const USAGE = `usage: npm run simulate -- [flags]
   --stock N          initial stock of each product              (default 100)
   --max-qty N        each cart line asks for 1..N units         (default 3)
   --multi            carts of 2-4 products in random order      (default: one product)
-  --flash-sale       switch the products to flash-sale mode for the race
-                     (the service coalesces checkouts into batches)
   --concurrency N    checkouts in flight at once                (default 100)
   --cancel-rate R    share (0-1) of accepted buyers who cancel, half after
                      paying: their stock must come back          (default 0)
@@ -80,7 +78,6 @@ export function parseFlags(argv: string[]): Omit<FlashSaleOptions, 'baseUrl'> & 
         stock: { type: 'string' },
         'max-qty': { type: 'string' },
         multi: { type: 'boolean', default: false },
-        'flash-sale': { type: 'boolean', default: false },
         concurrency: { type: 'string' },
         'cancel-rate': { type: 'string' },
         expire: { type: 'boolean', default: false },
@@ -104,7 +101,6 @@ export function parseFlags(argv: string[]): Omit<FlashSaleOptions, 'baseUrl'> & 
     stock: positive(values, 'stock', 100),
     maxQty: positive(values, 'max-qty', 3),
     multi: values.multi === true,
-    flashSale: values['flash-sale'] === true,
     concurrency: positive(values, 'concurrency', 100),
     cancelRate: share(values, 'cancel-rate'),
     expireAfterMs: values.expire === true ? EXPIRY_WAIT_MS : 0,
@@ -258,12 +254,10 @@ async function main(argv: string[]): Promise<number> {
     baseUrl: flags.url ?? service!.url,
     databaseUrl: flags.databaseUrl ?? service?.databaseUrl,
     authorize: secret ? bearerTokens(secret) : openContract,
-    freshService: service !== undefined,
   }
   say(
     `Waitress flash sale: ${options.buyers.toLocaleString('en-US')} buyers, ${options.products} products × ${options.stock.toLocaleString('en-US')} in stock, ` +
       `1-${options.maxQty} units a line, ${options.multi ? 'carts of 2-4 products' : 'one product a cart'}` +
-      `${options.flashSale ? ', flash-sale mode' : ''}` +
       `${options.cancelRate ? `, ${Math.round(options.cancelRate * 100)}% cancel` : ''}` +
       `${options.expireAfterMs ? ', unpaid orders expire' : ''}${options.restocks ? `, ${options.restocks} restocks` : ''}, seed ${options.seed}`,
   )

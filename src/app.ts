@@ -38,7 +38,7 @@ export interface AppOptions {
   rateLimiter?: InProcessRateLimiter
   /** Largest request body; larger is 413. */
   maxBodyBytes?: number
-  /** Checkout batching in flash-sale mode; `coalesce: false` where nothing may outlive a request (workerd). */
+  /** Checkout coalescing (by itself when checkouts queue); `coalesce: false` where nothing may outlive a request (workerd). */
   orderPlacer?: OrderPlacerOptions
   logger?: Logger
   /** Per request and per checkout; GET /metrics serves metrics.render() (404 without it). Default: none. */

@@ -40,10 +40,9 @@ export interface Config {
   /** Requests waiting for a database connection: at most this many, for at most this long (then 503). */
   dbQueueMax: number
   dbQueueTimeoutMs: number
-  /** Flash-sale mode: how often to ask whether any product has it, the largest batch, batches at once. */
-  flashSaleCheckEveryMs: number
-  flashSaleMaxBatch: number
-  flashSaleBatchesInFlight: number
+  /** Checkout coalescing: the largest batch, and the checkout calls in flight before checkouts queue and coalesce. */
+  checkoutMaxBatch: number
+  checkoutCallsInFlight: number
   /** How long a SIGTERM/SIGINT waits for requests in flight before closing them. */
   shutdownTimeoutMs: number
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
@@ -86,8 +85,8 @@ export class ConfigError extends Error {}
 export const CONFIG_VARIABLES = [
   'NODE_ENV', 'PORT', 'HOST', 'REUSE_PORT', 'DATABASE_URL', 'APP_DATABASE_URL', 'EMBEDDED_PG_DIR', 'EMBEDDED_PG_PORT',
   'MIGRATE_ON_START', 'DB_POOL_MAX', 'DB_PREPARE', 'DB_ROLE', 'DB_APPLICATION_NAME', 'DB_STATEMENT_TIMEOUT', 'DB_LOCK_TIMEOUT',
-  'DB_IDLE_IN_TRANSACTION_TIMEOUT', 'DB_QUEUE_MAX', 'DB_QUEUE_TIMEOUT', 'FLASH_SALE_CHECK_EVERY', 'FLASH_SALE_MAX_BATCH',
-  'FLASH_SALE_BATCHES_IN_FLIGHT', 'SHUTDOWN_TIMEOUT', 'LOG_LEVEL', 'LOG_FORMAT', 'ORDER_PAYMENT_TTL', 'EXPIRE_ORDERS_EVERY',
+  'DB_IDLE_IN_TRANSACTION_TIMEOUT', 'DB_QUEUE_MAX', 'DB_QUEUE_TIMEOUT', 'CHECKOUT_MAX_BATCH',
+  'CHECKOUT_CALLS_IN_FLIGHT', 'SHUTDOWN_TIMEOUT', 'LOG_LEVEL', 'LOG_FORMAT', 'ORDER_PAYMENT_TTL', 'EXPIRE_ORDERS_EVERY',
   'AUTH_JWT_SECRET', 'RATE_LIMIT', 'RATE_LIMIT_WINDOW', 'RATE_LIMIT_DELAY', 'MAX_BODY_BYTES', 'PURGE_INTERVAL', 'METRICS_TOKEN',
 ] as const
 
@@ -129,9 +128,8 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     dbIdleInTransactionTimeoutMs: durationMs(env, 'DB_IDLE_IN_TRANSACTION_TIMEOUT', 10_000),
     dbQueueMax: integer(env, 'DB_QUEUE_MAX', 10_000, 0, 1_000_000),
     dbQueueTimeoutMs: durationMs(env, 'DB_QUEUE_TIMEOUT', 5_000),
-    flashSaleCheckEveryMs: durationMs(env, 'FLASH_SALE_CHECK_EVERY', 1_000),
-    flashSaleMaxBatch: integer(env, 'FLASH_SALE_MAX_BATCH', 500, 1, 1000),
-    flashSaleBatchesInFlight: integer(env, 'FLASH_SALE_BATCHES_IN_FLIGHT', 2, 1, 100),
+    checkoutMaxBatch: integer(env, 'CHECKOUT_MAX_BATCH', 500, 1, 1000),
+    checkoutCallsInFlight: integer(env, 'CHECKOUT_CALLS_IN_FLIGHT', 2, 1, 100),
     shutdownTimeoutMs: durationMs(env, 'SHUTDOWN_TIMEOUT', 10_000),
     logLevel: oneOf(env, 'LOG_LEVEL', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, 'info'),
     logFormat: env.LOG_FORMAT ? oneOf(env, 'LOG_FORMAT', ['json', 'pretty'] as const, 'json') : undefined,

@@ -104,7 +104,6 @@ export const Product = t.Object(
     active: t.Boolean(),
     stock: Int({ description: 'Units still for sale; never below zero.' }),
     weight: Int({ description: 'Unit weight in grams.' }),
-    flash_sale: t.Boolean({ description: 'Flash-sale mode: concurrent checkouts are coalesced into batches.' }),
     created_at: Timestamp,
     updated_at: Timestamp,
   },

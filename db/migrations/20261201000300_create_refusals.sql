@@ -24,12 +24,34 @@ comment on table waitress.refusals is
   'Every error code a caller can meet: its HTTP status, a title, what it means, the keys of its JSON DETAIL '
   'and the HINT sent with it. The one source of the status map, the docs and the OpenAPI document.';
 
+-- The limits, written once: every function that enforces one reads it here
+-- (add_cart_item, update_cart_item, the checkout). What a hostile request or
+-- cart can make a function do under a lock is bounded by them. The refusals
+-- below name the same numbers in their words (a test checks they agree).
+create function waitress.limits(
+  out max_item_ids integer,       -- distinct cart item ids one order request names (WA110)
+  out max_lines integer,          -- cart lines one order request buys (WA112)
+  out max_note_length integer,    -- characters of an order's note (WA111)
+  out max_open_lines integer,     -- open (unpurchased) lines of a cart (WA114)
+  out max_line_quantity integer   -- units of a product on one cart line (WA115)
+)
+language sql
+immutable
+set search_path = ''
+as $$
+  select 100, 100, 1000, 100, 10000
+$$;
+
+comment on function waitress.limits() is
+  'The limits, written once: item ids per order request (after duplicates collapse), lines one order buys, note '
+  'length, open lines per cart, units per cart line.';
+
 insert into waitress.refusals (code, http_status, source, title, meaning, detail, hint) values
   ('WA001', 404, 'waitress', 'cart not found',
    'No such cart, or it is another user''s (answered exactly as if it did not exist).',
    '{"cart_id"}', 'Get the buyer''s cart first: GET /carts, or api.cart_for_user(user_id).'),
   ('WA002', 404, 'waitress', 'product not found',
-   'No such product, or (for its stock, history and flash-sale mode) it is another seller''s.',
+   'No such product, or (for its stock and history) it is another seller''s.',
    '{"product_id"}', 'Check the product id; only a product''s seller may change its stock or read its history.'),
   ('WA003', 422, 'waitress', 'product not for sale',
    'A product is inactive or priced at zero.',
@@ -79,6 +101,29 @@ insert into waitress.refusals (code, http_status, source, title, meaning, detail
    'have been placed, whole, or not at all.',
    null, 'Retry with the same Idempotency-Key: the recorded order comes back if it was placed, else it is placed once. '
    'Without a key, read the orders (GET /orders) before checking out again.'),
+  ('WA110', 422, 'waitress', 'too many item ids',
+   'An order request names more cart items than the limit (100; duplicates collapse first).',
+   '{"cart_item_ids": count, "limit"}', 'Name at most 100 cart items per order; place several orders for more.'),
+  ('WA111', 422, 'waitress', 'note too long',
+   'An order''s note is longer than the limit (1000 characters).',
+   '{"length", "limit"}', 'Shorten the note to at most 1000 characters.'),
+  ('WA112', 422, 'waitress', 'too many lines',
+   'The order would buy more cart lines than the limit (100).',
+   '{"cart_id", "lines", "limit"}', 'Name at most 100 cart items per order (cart_item_ids), or remove lines from the cart.'),
+  ('WA113', 422, 'waitress', 'total out of range',
+   'The order''s total (price × quantity over its lines) is larger than an amount can be.',
+   '{"cart_id"}', 'Lower the quantities.'),
+  ('WA114', 422, 'waitress', 'too many open lines',
+   'The cart already holds the most open lines it may (100): a product not in it yet would start one more. '
+   'Adding to a product already in the cart still works.',
+   '{"cart_id", "lines", "limit"}',
+   'Remove a line (DELETE /carts/items/:id, api.remove_cart_item) or check out part of the cart first; a cart holds '
+   'at most 100 open lines.'),
+  ('WA115', 422, 'waitress', 'line quantity above the limit',
+   'A cart line would hold more units of its product than the limit (10000), by adding or by setting its quantity; '
+   'at checkout, a line above it is named.',
+   '{"product_id", "quantity", "limit"} or, at checkout, {"cart_id", "cart_item_ids": [...], "limit"}',
+   'Keep each line at or below 10000 units: lower the quantity (PATCH /carts/items/:id, api.update_cart_item).'),
   ('22023', 422, 'postgresql', 'invalid argument', 'An argument is out of its range (a quantity below 1, an empty reason, ...).', null, null),
   ('22001', 422, 'postgresql', 'string too long', 'A text value is longer than its column allows.', null, null),
   ('22003', 422, 'postgresql', 'number out of range', 'A number does not fit its column.', null, null),
@@ -153,4 +198,5 @@ set local role waitress_owner;
 drop function if exists waitress.refuse(text, text, jsonb, text);
 drop function if exists waitress.raise(jsonb);
 drop function if exists waitress.refusal(text, text, jsonb, text);
+drop function if exists waitress.limits();
 drop table if exists waitress.refusals;

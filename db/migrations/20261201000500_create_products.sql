@@ -11,7 +11,6 @@ create table waitress.products (
   active boolean not null default true,
   stock integer not null,
   weight integer not null,
-  flash_sale boolean not null default false,
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now(),
   constraint products_name_present check (length(btrim(name)) between 1 and 200),
@@ -22,8 +21,6 @@ create table waitress.products (
 ) with (fillfactor = 80);
 
 create index products_seller_id_idx on waitress.products (seller_id);
--- The service asks "is any product in flash-sale mode?" about once a second.
-create index products_flash_sale_idx on waitress.products (id) where flash_sale;
 
 create trigger products_set_updated_at
   before update on waitress.products
@@ -34,8 +31,6 @@ comment on table waitress.products is
 comment on column waitress.products.price is 'Unit price in the smallest currency unit (e.g. cents).';
 comment on column waitress.products.weight is 'Unit weight in grams.';
 comment on column waitress.products.active is 'Inactive products cannot be added to carts or ordered.';
-comment on column waitress.products.flash_sale is
-  'Flash-sale mode: while any product has it, the service coalesces concurrent checkouts into batches.';
 
 -- migrate:down
 set local role waitress_owner;

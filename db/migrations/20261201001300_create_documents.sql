@@ -24,7 +24,6 @@ begin
       'active', p_product.active,
       'stock', p_product.stock,
       'weight', p_product.weight,
-      'flash_sale', p_product.flash_sale,
       'created_at', p_product.created_at,
       'updated_at', p_product.updated_at
     )

@@ -4,8 +4,8 @@ set local role waitress_owner;
 -- The catalogue and a product's stock. Functions that act on behalf of a user
 -- take p_user_id last: the authenticated user, or null for a caller trusted to
 -- act for anyone (the service without authentication, a backend in SQL). A
--- product's stock, history and flash-sale mode are its seller's: for anyone
--- else the product does not exist (WA002).
+-- product's stock and history are its seller's: for anyone else the product
+-- does not exist (WA002).
 
 create function api.create_product(
   p_name text,
@@ -161,40 +161,6 @@ comment on function api.adjust_stock(bigint, integer, text, bigint) is
   'Corrects a product''s stock by a signed, non-zero quantity with a reason, never below zero (WA010), with its '
   'correction movement; returns the Product. WA002 for an unknown product or another seller''s.';
 
-create function api.set_flash_sale(p_product_id bigint, p_enabled boolean, p_user_id bigint default null)
-returns jsonb
-language plpgsql
-security definer
-set search_path = ''
-as $$
-declare
-  v_product waitress.products;
-begin
-  update waitress.products set flash_sale = coalesce(p_enabled, false)
-   where id = p_product_id and (p_user_id is null or seller_id = p_user_id)
-  returning * into v_product;
-  if not found then
-    perform waitress.refuse('WA002', format('product %s not found', p_product_id), jsonb_build_object('product_id', p_product_id));
-  end if;
-  return waitress.product_json(v_product);
-end
-$$;
-
-comment on function api.set_flash_sale(bigint, boolean, bigint) is
-  'Switches a product''s flash-sale mode on or off, at run time; returns the Product. WA002 for an unknown product '
-  'or another seller''s.';
-
-create function api.flash_sale_active() returns boolean
-language sql
-stable
-security definer
-set search_path = ''
-as $$
-  select exists (select from waitress.products where flash_sale)
-$$;
-
-comment on function api.flash_sale_active() is 'Whether any product is in flash-sale mode (the service asks about once a second).';
-
 create function api.stock_movements(p_product_id bigint, p_limit integer default 10, p_offset integer default 0,
                                     p_user_id bigint default null)
 returns jsonb
@@ -225,8 +191,6 @@ comment on function api.stock_movements(bigint, integer, integer, bigint) is
 -- migrate:down
 set local role waitress_owner;
 drop function if exists api.stock_movements(bigint, integer, integer, bigint);
-drop function if exists api.flash_sale_active();
-drop function if exists api.set_flash_sale(bigint, boolean, bigint);
 drop function if exists api.adjust_stock(bigint, integer, text, bigint);
 drop function if exists api.restock_product(bigint, integer, text, bigint);
 drop function if exists api.products(integer, integer);

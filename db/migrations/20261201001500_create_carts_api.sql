@@ -3,8 +3,9 @@ set local role waitress_owner;
 
 -- Carts. A change to a cart takes the cart's row lock, as a checkout does, so
 -- a line cannot change while its cart is being bought: a checkout buys exactly
--- the quantities it read. Another user's cart is answered as if it did not
--- exist (WA001), and nothing changes.
+-- the quantities it read; and the limits of a cart (open lines, units per
+-- line: waitress.limits()) are checked under it. Another user's cart is
+-- answered as if it did not exist (WA001), and nothing changes.
 
 create function api.cart_for_user(p_user_id bigint) returns jsonb
 language plpgsql
@@ -39,17 +40,29 @@ security definer
 set search_path = ''
 as $$
 declare
+  v_limits record;
   v_product waitress.products;
   v_item waitress.cart_items;
+  v_open integer;
 begin
   if p_quantity is null or p_quantity < 1 then
     raise exception using errcode = '22023',
       message = format('quantity must be at least 1, got %s', coalesce(p_quantity::text, 'null'));
   end if;
 
+  -- The cart's row lock serialises every change of the cart's lines and its
+  -- checkouts: the count of its open lines below cannot change until we
+  -- commit, so two adds can never both take the last free line.
   perform from waitress.carts where id = p_cart_id and (p_user_id is null or user_id = p_user_id) for no key update;
   if not found then
     perform waitress.refuse('WA001', format('cart %s not found', p_cart_id), jsonb_build_object('cart_id', p_cart_id));
+  end if;
+
+  select * into v_limits from waitress.limits();
+  if p_quantity > v_limits.max_line_quantity then
+    perform waitress.refuse('WA115',
+      format('a cart line holds at most %s units, not %s', v_limits.max_line_quantity, p_quantity),
+      jsonb_build_object('product_id', p_product_id, 'quantity', p_quantity, 'limit', v_limits.max_line_quantity));
   end if;
 
   -- Not locked: this is a courtesy check. The guarantee is made at checkout.
@@ -62,11 +75,33 @@ begin
                             jsonb_build_object('product_ids', jsonb_build_array(v_product.id)));
   end if;
 
+  -- A new line only while the cart has room for one; adding to the product's
+  -- open line is always allowed. Both read the partial unique index of open
+  -- lines, a hundred entries at most.
+  if not exists (select from waitress.cart_items ci
+                  where ci.cart_id = p_cart_id and ci.product_id = p_product_id and not ci.purchased) then
+    select count(*) into v_open from waitress.cart_items ci where ci.cart_id = p_cart_id and not ci.purchased;
+    if v_open >= v_limits.max_open_lines then
+      perform waitress.refuse('WA114',
+        format('cart %s has %s open lines; a cart holds at most %s', p_cart_id, v_open, v_limits.max_open_lines),
+        jsonb_build_object('cart_id', p_cart_id, 'lines', v_open, 'limit', v_limits.max_open_lines));
+    end if;
+  end if;
+
   insert into waitress.cart_items (cart_id, product_id, quantity)
   values (p_cart_id, p_product_id, p_quantity)
   on conflict (cart_id, product_id) where not purchased
   do update set quantity = waitress.cart_items.quantity + excluded.quantity
   returning * into v_item;
+
+  -- Adding to a line: the sum may pass the limit (both parts are at most the
+  -- limit, so it cannot overflow). The refusal undoes the insert.
+  if v_item.quantity > v_limits.max_line_quantity then
+    perform waitress.refuse('WA115',
+      format('a cart line holds at most %s units; the line of product %s would hold %s',
+             v_limits.max_line_quantity, p_product_id, v_item.quantity),
+      jsonb_build_object('product_id', p_product_id, 'quantity', v_item.quantity, 'limit', v_limits.max_line_quantity));
+  end if;
 
   if v_item.quantity > v_product.stock then
     perform waitress.refuse('WA004',
@@ -83,7 +118,8 @@ $$;
 comment on function api.add_cart_item(bigint, bigint, integer, bigint) is
   'Adds p_quantity of a product to a cart and returns the CartItem; a product already on an open line adds to '
   'that line. WA001 unknown cart (or another user''s), WA002 unknown product, WA003 not for sale, WA004 a line '
-  'above current stock, 22023 quantity below 1.';
+  'above current stock, WA114 a new line in a cart at its open-line limit, WA115 a line above the quantity limit '
+  '(waitress.limits()), 22023 quantity below 1.';
 
 -- A line to change or remove: its cart's row lock first (as every cart change
 -- and every checkout takes it), then the line itself. A line's cart never
@@ -140,6 +176,7 @@ as $$
 declare
   v_item waitress.cart_items;
   v_product waitress.products;
+  v_max_quantity integer;
 begin
   if p_quantity is null or p_quantity < 1 then
     raise exception using errcode = '22023',
@@ -148,6 +185,12 @@ begin
   end if;
 
   v_item := waitress.lock_open_cart_item(p_cart_item_id, p_user_id);
+
+  v_max_quantity := (waitress.limits()).max_line_quantity;
+  if p_quantity > v_max_quantity then
+    perform waitress.refuse('WA115', format('a cart line holds at most %s units, not %s', v_max_quantity, p_quantity),
+      jsonb_build_object('product_id', v_item.product_id, 'quantity', p_quantity, 'limit', v_max_quantity));
+  end if;
 
   -- Not locked, as when adding: a courtesy check. The guarantee is made at checkout.
   select * into strict v_product from waitress.products where id = v_item.product_id;
@@ -170,8 +213,9 @@ $$;
 
 comment on function api.update_cart_item(bigint, integer, bigint) is
   'Sets the quantity of an open cart line and returns the CartItem. p_user_id: the user acting (another user''s '
-  'line is WA012); null acts for anyone. WA012 unknown line, WA013 a purchased line, WA003 a product no longer for '
-  'sale, WA004 a quantity above current stock, 22023 a quantity below 1 (remove the line instead).';
+  'line is WA012); null acts for anyone. WA012 unknown line, WA013 a purchased line, WA115 a quantity above the '
+  'limit (waitress.limits()), WA003 a product no longer for sale, WA004 a quantity above current stock, 22023 a '
+  'quantity below 1 (remove the line instead).';
 
 create function api.remove_cart_item(p_cart_item_id bigint, p_user_id bigint default null)
 returns jsonb

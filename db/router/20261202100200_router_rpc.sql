@@ -39,12 +39,6 @@ language plproxy as $$
   select rpc.adjust_stock(p_product_id, p_quantity, p_reason, p_user_id);
 $$;
 
-create function rpc.set_flash_sale(p_route bigint, p_product_id bigint, p_enabled boolean, p_user_id bigint) returns jsonb
-language plproxy as $$
-  cluster 'waitress'; run on p_route;
-  select rpc.set_flash_sale(p_product_id, p_enabled, p_user_id);
-$$;
-
 create function rpc.stock_movements(p_route bigint, p_product_id bigint, p_limit integer, p_offset integer, p_user_id bigint)
 returns jsonb
 language plproxy as $$
@@ -183,12 +177,6 @@ $$;
 
 -- Maintenance and readiness, one database at a time (a stopped shard must not
 -- stop the others' work): the router loops over waitress.all_targets().
-create function rpc.flash_sale_active(p_route bigint) returns jsonb
-language plproxy as $$
-  cluster 'waitress'; run on p_route;
-  select rpc.flash_sale_active();
-$$;
-
 create function rpc.expire_orders(p_route bigint, p_ttl interval, p_limit integer) returns jsonb
 language plproxy as $$
   cluster 'waitress'; run on p_route;

@@ -238,51 +238,6 @@ begin
 end
 $$;
 
-create function api.set_flash_sale(p_product_id bigint, p_enabled boolean, p_user_id bigint default null)
-returns jsonb
-language plpgsql
-security definer
-set search_path = ''
-as $$
-declare
-  v jsonb; s text; m text; d text; h text;
-begin
-  begin
-    v := rpc.set_flash_sale(coalesce(p_product_id, 0), p_product_id, p_enabled, p_user_id);
-  exception when others then
-    get stacked diagnostics s = returned_sqlstate, m = message_text, d = pg_exception_detail, h = pg_exception_hint;
-    v := waitress.failed(s, m, d, h);
-  end;
-  return waitress.ok(v);
-end
-$$;
-
--- Asked about once a second by every service process, to choose how to send
--- checkouts (batched or not): a shard that cannot be reached counts as "no
--- flash sale there" instead of failing every checkout of the others.
-create function api.flash_sale_active() returns boolean
-language plpgsql
-security definer
-set search_path = ''
-as $$
-declare
-  t integer;
-  v jsonb;
-begin
-  foreach t in array waitress.all_targets() loop
-    begin
-      v := rpc.flash_sale_active(t);
-      if (v->>'ok')::boolean then
-        return true;
-      end if;
-    exception when others then
-      null;
-    end;
-  end loop;
-  return false;
-end
-$$;
-
 create function api.stock_movements(p_product_id bigint, p_limit integer default 10, p_offset integer default 0,
                                     p_user_id bigint default null)
 returns jsonb
@@ -816,7 +771,7 @@ $$;
 comment on function waitress.place_groups(jsonb[], integer[], jsonb, integer[], jsonb[]) is
   'Part of a batch: its requests on each database as one place_orders call there.';
 
--- Many checkouts at once (flash-sale batches): the requests whose lines are on
+-- Many checkouts at once (coalesced batches): the requests whose lines are on
 -- one shard go to that shard together, as one place_orders call there (each
 -- still all or nothing, in arrival order); a request spanning shards is a
 -- checkout across shards of its own. A shard that cannot be reached answers
@@ -902,9 +857,13 @@ begin
     v_dbs := waitress.targets(v_mask);
     if cardinality(v_dbs) = 0 then
       v_target[i] := v_homes[i];
-    elsif cardinality(v_dbs) = 1 then
+    elsif cardinality(v_dbs) = 1 and (v_request->>'idempotency_key' is null or v_dbs[1] = v_homes[i]) then
       v_target[i] := v_dbs[1];
     else
+      -- Lines on several databases, or a key whose lines are not at home: as
+      -- for a lone checkout (api.place_order), the key is claimed at home and
+      -- the checkout runs across shards, so a key means the same whichever
+      -- way its request came.
       v_multi := v_multi || i;
       v_resolved[i] := v_resolved[i] || jsonb_build_object('partitions', v_mask);
     end if;
@@ -921,8 +880,12 @@ begin
       v_pending := '{}';
       v_request := v_requests->(i - 1);
       begin
-        v := waitress.checkout_across('place_orders', v_resolved[i] - 'i', v_request - 'i' - 'home', null);
-        v_outcomes[i] := jsonb_build_object('orders', v->'orders');
+        v := waitress.checkout_across(case when v_request ? 'cart_id' and v_request->'cart_id' <> 'null'
+                                           then 'place_order' else 'place_buyer_order' end,
+                                      v_resolved[i] - 'i', v_request - 'i' - 'home' - 'idempotency_key',
+                                      v_request->>'idempotency_key');
+        v_outcomes[i] := jsonb_build_object('orders', v->'orders')
+                         || case when (v->>'replayed')::boolean then '{"replayed": true}'::jsonb else '{}'::jsonb end;
       exception when others then
         get stacked diagnostics s = returned_sqlstate, m = message_text, d = pg_exception_detail, h = pg_exception_hint;
         v_outcomes[i] := jsonb_build_object('error', jsonb_build_object('code', s, 'message', m,

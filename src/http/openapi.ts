@@ -32,7 +32,7 @@ export interface DocumentOptions {
 }
 
 const TAGS = [
-  { name: 'products', description: 'The catalogue, the stock and its ledger (stock movements), flash-sale mode.' },
+  { name: 'products', description: 'The catalogue, the stock and its ledger (stock movements).' },
   { name: 'carts', description: "A user's cart, its lines, and checking it out: one order per seller, all or nothing." },
   { name: 'orders', description: 'Ordering some cart lines, listing and reading orders, and moving them through their lifecycle.' },
   { name: 'inventory', description: 'The audit of stock against the ledger and the orders (operators only).' },

@@ -40,7 +40,7 @@ export class Metrics implements AppMetrics {
 
   readonly checkoutBatchSize = new Histogram({
     name: 'waitress_checkout_batch_size',
-    help: 'Checkouts per place_orders() call in flash-sale mode.',
+    help: 'Checkouts per checkout call: 1 when sent alone, more when checkouts queued and were coalesced.',
     buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000],
     registers: [this.registry],
   })

@@ -3,13 +3,19 @@ import type { Sql } from '../db/client.ts'
 import type { OrderPlacer } from '../order-placer.ts'
 import { actingAs, userScope, type AccessPlugin } from '../http/access.ts'
 import { failures, IdempotencyHeaders, markReplay, ok, replayable } from '../http/envelope.ts'
+import { LIMITS } from '../generated/sql.ts'
 import { Cart, CartItem, Envelope, Id, IdParam, IdParams, Int, MAX_INT4, Note, Order } from '../models.ts'
 
 const NewCartItem = t.Object(
   {
     cart_id: Id('cart_id'),
     product_id: Id('product_id'),
-    quantity: Int({ minimum: 1, maximum: MAX_INT4, error: `quantity must be a whole number from 1 to ${MAX_INT4}` }),
+    quantity: Int({
+      minimum: 1,
+      maximum: MAX_INT4,
+      error: `quantity must be a whole number from 1 to ${MAX_INT4}`,
+      description: `Units to add. The line may hold at most ${LIMITS.max_line_quantity}, counting what it holds already (422 WA115 above).`,
+    }),
   },
   { additionalProperties: false },
 )
@@ -20,6 +26,7 @@ const CartItemChange = t.Object(
       minimum: 1,
       maximum: MAX_INT4,
       error: `quantity must be a whole number from 1 to ${MAX_INT4}; to take the line out of the cart, DELETE it`,
+      description: `The line's new quantity: 1 to ${LIMITS.max_line_quantity} (422 WA115 above).`,
     }),
   },
   { additionalProperties: false },
@@ -64,7 +71,10 @@ export const cartRoutes = (sql: Sql, access: AccessPlugin, placer: OrderPlacer) 
           description:
             'A product already on an open line of the cart adds to that line. The stock check here is a ' +
             'courtesy; the guarantee is made at checkout. 404 for an unknown cart or product (WA001, WA002), and ' +
-            "for another user's cart; 422 for a product not for sale (WA003) or a line above the current stock (WA004).",
+            "for another user's cart; 422 for a product not for sale (WA003) or a line above the current stock (WA004). " +
+            `Limits, each its own 422: a new line in a cart that already has ${LIMITS.max_open_lines} open lines ` +
+            '(WA114; adding to a product already in the cart still works, and removing a line frees one), a line above ' +
+            `${LIMITS.max_line_quantity} units, counting what it already holds (WA115).`,
         },
       },
     )
@@ -83,8 +93,9 @@ export const cartRoutes = (sql: Sql, access: AccessPlugin, placer: OrderPlacer) 
           summary: "Change the quantity of a line of the user's cart",
           description:
             'Sets the quantity (1 or more: to take a line out, DELETE it). 404 for an unknown line and for a line in ' +
-            "another user's cart (WA012); 409 for a line a checkout already bought (WA013); 422 for a product no " +
-            'longer for sale (WA003) or a quantity above the current stock (WA004). Takes the cart\'s lock, as a ' +
+            "another user's cart (WA012); 409 for a line a checkout already bought (WA013); 422 for a quantity above " +
+            `${LIMITS.max_line_quantity} units (WA115), a product no longer for sale (WA003) or a quantity above the ` +
+            "current stock (WA004). Takes the cart's lock, as a " +
             'checkout does: a checkout buys the quantity from before or after the change, never a mix.',
         },
       },
@@ -127,8 +138,12 @@ export const cartRoutes = (sql: Sql, access: AccessPlugin, placer: OrderPlacer) 
           summary: 'Check out the whole cart: one order per seller',
           description:
             'One database call (api.place_order): all or nothing. 404 unknown cart (WA001); 422 empty cart (WA006), ' +
-            'a product not for sale (WA003), insufficient stock (WA004, details.shortages lists every short line). ' +
-            "Another user's cart is 404. With Idempotency-Key a retry returns the first response; the same key " +
+            'a product not for sale (WA003), insufficient stock (WA004, details.shortages lists every short line), ' +
+            `more than ${LIMITS.max_lines} open lines (WA112), a total past an amount (WA113), a line above ` +
+            `${LIMITS.max_line_quantity} units (WA115). ` +
+            "Another user's cart is 404. 503 WA103: the database went away after the checkout was sent, so it may " +
+            'have been placed (retry with the same Idempotency-Key, or read GET /orders first). With Idempotency-Key a ' +
+            'retry returns the first response; the same key ' +
             'with another note is 422 (WA101).',
         },
       },

@@ -3,7 +3,7 @@ import type { Sql } from '../db/client.ts'
 import type { OrderPlacer } from '../order-placer.ts'
 import { actingAs, userScope, type AccessPlugin } from '../http/access.ts'
 import { failures, IdempotencyHeaders, markReplay, ok, replayable } from '../http/envelope.ts'
-import { ORDER_ACTION_RULES, ORDER_STATES } from '../generated/sql.ts'
+import { LIMITS, ORDER_ACTION_RULES, ORDER_STATES } from '../generated/sql.ts'
 import { Envelope, Id, IdParam, IdParams, Note, OneOf, Order, OrderAction, Page, pageLimit } from '../models.ts'
 
 const NewOrder = t.Object(
@@ -57,7 +57,13 @@ export const orderRoutes = (sql: Sql, access: AccessPlugin, placer: OrderPlacer)
             "422 when an id is not an open item of the buyer's cart (WA005), the items span sellers (WA007: order " +
             'per seller, or check out the cart), a product is not for sale (WA003) or stock is short (WA004). ' +
             "With authentication the buyer is the token's user (buyer_id may be left out; another is 403). " +
-            'With Idempotency-Key a retry returns the first response; the same key with other items is 422 (WA101).',
+            'With Idempotency-Key a retry returns the first response; the same key with other items is 422 (WA101). ' +
+            `Limits, each its own 422: more than ${LIMITS.max_item_ids} distinct cart item ids (WA110; duplicates ` +
+            `collapse first), a note over ${LIMITS.max_note_length} characters (WA111), more than ${LIMITS.max_lines} ` +
+            `lines (WA112), a total past an amount (WA113), a line above ${LIMITS.max_line_quantity} units (WA115). ` +
+            '503 WA103: the ' +
+            'database went away after the checkout was sent, so it may have been placed: retry with the same ' +
+            'Idempotency-Key, or look in GET /orders?buyer_id=… (each line names its cart_item_id) before ordering again.',
         },
       },
     )

@@ -35,7 +35,6 @@ const Adjustment = t.Object(
   { additionalProperties: false },
 )
 
-const FlashSale = t.Object({ enabled: t.Boolean({ error: 'enabled must be true or false' }) }, { additionalProperties: false })
 
 /** The catalogue and a product's stock: each route is one call of an api function. */
 export const productRoutes = (sql: Sql, access: AccessPlugin) =>
@@ -132,24 +131,5 @@ export const productRoutes = (sql: Sql, access: AccessPlugin) =>
         query: Page,
         response: { 200: Envelope(t.Array(StockMovement)), ...failures('seller', 400, 404) },
         detail: { summary: "A product's stock history, oldest first: its stock is the sum of these quantities" },
-      },
-    )
-    .put(
-      '/:id/flash-sale',
-      async ({ params, body, actor }) => {
-        const [row] = await sql`select api.set_flash_sale(${params.id}, ${body.enabled}, ${userScope(actor)}) as product`
-        return ok(200, row.product as Product)
-      },
-      {
-        access: 'seller',
-        params: IdParams,
-        body: FlashSale,
-        response: { 200: Envelope(Product), ...failures('seller', 400, 404, 413, 415) },
-        detail: {
-          summary: 'Switch flash-sale mode on or off, at run time',
-          description:
-            'While any product is in flash-sale mode, every service process coalesces concurrent checkouts into ' +
-            'batches (one place_orders() call, one lock and one commit per batch); it notices within FLASH_SALE_CHECK_EVERY.',
-        },
       },
     )

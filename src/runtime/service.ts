@@ -182,9 +182,9 @@ export async function startService(options: { config: Config; logger: Logger; da
     docsAssets: swaggerUiAssets,
     orderPlacer: {
       coalesce: true,
-      flashSaleCheckEveryMs: config.flashSaleCheckEveryMs,
-      maxBatch: config.flashSaleMaxBatch,
-      batchesInFlight: config.flashSaleBatchesInFlight,
+      maxBatch: config.checkoutMaxBatch,
+      callsInFlight: config.checkoutCallsInFlight,
+      maxWaitMs: config.dbQueueTimeoutMs,
     },
   })
   const listening = await runtime.listen(app)

@@ -3,12 +3,12 @@ import { checkInvariants, startRun } from '../../proof/database-facts.ts'
 import { type Attempt, type Outcome } from '../../proof/judge.ts'
 import { testSql } from '../support/db.ts'
 import { addItem, cartFor, createProduct } from '../support/fixtures.ts'
-import { buyersWith, expectClean, flashSaleChannel, httpChannel, randomInt, shuffled, sqlChannel, type Added, type Channel } from '../support/proof.ts'
+import { buyersWith, expectClean, coalescingChannel, httpChannel, randomInt, shuffled, sqlChannel, type Added, type Channel } from '../support/proof.ts'
 
 /**
  * Races meant to break the checkout, each judged by the invariant checker,
  * each run three times: over HTTP against the app, over HTTP with the app in
- * flash-sale mode (checkouts coalesced into place_orders batches), and
+ * with checkouts coalesced into place_orders batches, and
  * straight to place_order from many SQL connections (as waitress_api).
  */
 const sql = testSql()
@@ -17,7 +17,7 @@ const accepted = (outcome: Outcome) => (outcome.kind === 'accepted' ? outcome.or
 
 describe.each([
   ['HTTP', async () => httpChannel()],
-  ['HTTP in flash-sale mode', flashSaleChannel],
+  ['HTTP, coalesced', coalescingChannel],
   ['SQL', async () => sqlChannel(40)],
 ] as const)('adversarial races over %s', (_, open) => {
   let channel: Channel

@@ -87,8 +87,9 @@ describe('isolation of place_order, stepped', () => {
 
     const one = await holdOpen((tx) => placeOrder(tx, first.cartId))
     const two = await startSecond((sql) => placeOrder(sql, second.cartId))
-    // It waits for the first's transaction to end: that is what a row lock held by it means.
-    expect(await waitUntilBlocked(two.pid, one.pid)).toBe('transactionid')
+    // It waits in the product's queue (a transaction advisory lock, taken before the row lock) for the first's
+    // transaction to end.
+    expect(await waitUntilBlocked(two.pid, one.pid)).toBe('advisory')
     expect(two.returned()).toBe(false)
     expect(await stockOf(owner, product.id)).toBe(5) // the first's sale is not visible until it commits
 
@@ -109,7 +110,7 @@ describe('isolation of place_order, stepped', () => {
 
     const one = await holdOpen((tx) => placeOrder(tx, first.cartId))
     const two = await startSecond((sql) => placeOrder(sql, second.cartId))
-    expect(await waitUntilBlocked(two.pid, one.pid)).toBe('transactionid')
+    expect(await waitUntilBlocked(two.pid, one.pid)).toBe('advisory')
     expect(two.returned()).toBe(false)
 
     await one.commit()
@@ -134,7 +135,7 @@ describe('isolation of place_order, stepped', () => {
 
     const one = await holdOpen((tx) => placeOrder(tx, first.cartId))
     const two = await startSecond((sql) => placeOrder(sql, second.cartId))
-    expect(await waitUntilBlocked(two.pid, one.pid)).toBe('transactionid')
+    expect(await waitUntilBlocked(two.pid, one.pid)).toBe('advisory')
     expect(two.returned()).toBe(false)
 
     await one.rollback()
@@ -166,13 +167,12 @@ describe('isolation of place_order, stepped', () => {
 
     const one = await holdOpen((tx) => placeOrder(tx, first.cartId))
     const two = await startSecond((sql) => placeOrder(sql, second.cartId))
-    expect(await waitUntilBlocked(two.pid, one.pid)).toBe('transactionid')
-    // It queues at the lower id's row (the tuple lock a waiter holds), though its cart lists that product last.
-    const [row] = await owner<{ ctid: string }[]>`select ctid::text from waitress.products where id = ${low.id}`
-    const [queuedAt] = await owner<{ at: string }[]>`
-      select format('(%s,%s)', page, tuple) as at from pg_locks
-       where pid = ${two.pid} and locktype = 'tuple' and relation = 'waitress.products'::regclass`
-    expect(queuedAt?.at).toBe(row.ctid)
+    expect(await waitUntilBlocked(two.pid, one.pid)).toBe('advisory')
+    // It queues for the lower id first (its queue is an advisory lock keyed by the product id), though its cart
+    // lists that product last.
+    const [queuedAt] = await owner<{ objid: number }[]>`
+      select objid::bigint as objid from pg_locks where pid = ${two.pid} and locktype = 'advisory' and not granted`
+    expect(queuedAt?.objid).toBe(low.id)
 
     await one.commit()
     const outcome = await two.result

@@ -90,7 +90,8 @@ describe.skipIf(!haEnabled)('pg_auto_failover: a monitor, a primary and a synchr
       `[failover] engine, standby lost: replies ${JSON.stringify(Object.fromEntries([...new Set(statuses)].map((s) => [s, statuses.filter((x) => x === s).length])))}; ` +
         `slowest ${Math.round(Math.max(...replies.map((r) => r.at)))} ms; checkouts placed again (asynchronously) ${(placedAt / 1000).toFixed(1)} s after the kill`,
     )
-    for (const reply of replies) expect([201, 503]).toContain(reply.status)
+    // Placed, not confirmed (503), or sold out once the engine let the others through (the hot product has stock for 6 of 10).
+    for (const reply of replies) expect(['201', '503', '422 WA004']).toContain(reply.status === 422 ? `422 ${reply.body?.code}` : String(reply.status))
     await judgeRace(db, 'engine, standby lost', run.buyers, replies, run)
 
     await ha.run(['start', standby])

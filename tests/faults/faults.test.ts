@@ -51,7 +51,13 @@ async function checkout(baseUrl: string, cartId: number): Promise<Reply> {
 /** Starts the service under a name of its own, so its sessions (and only they) can be found in pg_stat_activity. */
 async function service(databaseUrl: string, env: Record<string, string> = {}, port?: number) {
   const applicationName = `waitress-faults-${process.pid}-${services.length}`
-  const running = await startService(databaseUrl, { DB_APPLICATION_NAME: applicationName, DB_POOL_MAX: '8', LOG_LEVEL: 'warn', ...env }, port)
+  // A fault must land in the middle of a race, so the race must last: one checkout per call, as many calls as
+  // connections (coalesced, 200 checkouts are answered by a handful of calls before any fault can strike).
+  const running = await startService(
+    databaseUrl,
+    { DB_APPLICATION_NAME: applicationName, DB_POOL_MAX: '8', CHECKOUT_MAX_BATCH: '1', CHECKOUT_CALLS_IN_FLIGHT: '8', LOG_LEVEL: 'warn', ...env },
+    port,
+  )
   services.push(running)
   // Read the service's output as it comes, so a full pipe never blocks it.
   const output = new Response(running.child.stdout).text()

@@ -1,12 +1,13 @@
 import { describe, expect, it } from 'bun:test'
 import { createApp } from '../../src/app.ts'
+import { LIMITS } from '../../src/generated/sql.ts'
 import { apiSql, testSql } from '../support/db.ts'
 import { addItem, cartFor, createProduct, newUserId, stockOf } from '../support/fixtures.ts'
 import { expectErrorEnvelope, req, requester } from '../support/http.ts'
 import { bearer, TEST_SECRET } from '../support/auth.ts'
 
 const sql = testSql()
-const secured = requester(createApp(apiSql(), { authJwtSecret: TEST_SECRET, orderPlacer: { flashSaleCheckEveryMs: 0 } }))
+const secured = requester(createApp(apiSql(), { authJwtSecret: TEST_SECRET }))
 
 async function cartWithLine(stock = 10, quantity = 2) {
   const product = await createProduct(sql, { stock })
@@ -178,5 +179,116 @@ describe('the OpenAPI document', () => {
     expect(path.patch['x-access']).toBe('user')
     expect(path.delete['x-access']).toBe('user')
     expect(JSON.stringify(path.patch.requestBody)).toContain('quantity')
+  })
+
+  it('names the limits of a cart line where a client meets them', async () => {
+    const spec = (await req('/swagger/json')).body
+    const addItem = spec.paths['/carts/items'].post
+    const changeItem = spec.paths['/carts/items/{id}'].patch
+    expect(Object.keys(addItem.responses)).toContain('422')
+    expect(addItem.description).toContain('100 open lines (WA114')
+    expect(addItem.description).toContain('10000 units, counting what it already holds (WA115)')
+    expect(changeItem.description).toContain('10000 units (WA115)')
+    for (const route of [spec.paths['/carts/{id}/checkout'].post, spec.paths['/orders'].post]) expect(route.description).toContain('(WA115)')
+    expect(spec.info.description).toContain('| `WA114` | 422 |')
+    expect(spec.info.description).toContain('| `WA115` | 422 |')
+  })
+})
+
+/** `count` products for sale, made in one statement. */
+async function productsForSale(count: number, stock = 10): Promise<number[]> {
+  const rows = await sql<{ id: number }[]>`
+    select (api.create_product('Limit ' || g, 1, 100, ${stock}, 250, true)->>'id')::bigint as id
+      from generate_series(1, ${count}::integer) g order by g`
+  return rows.map((r) => r.id)
+}
+
+const openLines = async (cartId: number) =>
+  (await sql<{ id: number; product_id: number; quantity: number }[]>`
+    select id, product_id, quantity from waitress.cart_items where cart_id = ${cartId} and not purchased order by id`).map((l) => ({ ...l }))
+
+const add = (cartId: number, productId: number, quantity: number) => req('/carts/items', { body: { cart_id: cartId, product_id: productId, quantity } })
+
+describe('POST /carts/items: the open lines of a cart', () => {
+  it(`refuses the ${LIMITS.max_open_lines + 1}st product with 422 WA114, still adds to a line at the limit, and a DELETE frees a slot`, async () => {
+    const cart = await cartFor(sql)
+    const products = await productsForSale(LIMITS.max_open_lines + 1)
+    for (const p of products.slice(0, 100)) await addItem(sql, cart.id, p, 1)
+
+    const refused = await add(cart.id, products[100], 1)
+    expect(expectErrorEnvelope(refused, 422)).toEqual({
+      error: `cart ${cart.id} has 100 open lines; a cart holds at most 100`,
+      code: 'WA114',
+      details: { cart_id: cart.id, lines: 100, limit: 100 },
+    })
+    const lines = await openLines(cart.id)
+    expect(lines.length).toBe(100)
+    expect(lines.some((l) => l.product_id === products[100])).toBe(false)
+
+    const more = await add(cart.id, products[7], 4)
+    expect(more.status).toBe(201)
+    expect(more.body.data).toMatchObject({ id: lines[7].id, quantity: 5, product: { id: products[7] } })
+    expect((await openLines(cart.id)).length).toBe(100)
+
+    expect((await req(`/carts/items/${lines[0].id}`, { method: 'DELETE' })).status).toBe(200)
+    const added = await add(cart.id, products[100], 1)
+    expect(added.status).toBe(201)
+    const after = await openLines(cart.id)
+    expect(after.length).toBe(100)
+    expect(after.map((l) => l.product_id)).toEqual([...products.slice(1, 100), products[100]])
+    expect(expectErrorEnvelope(await add(cart.id, products[0], 1), 422).code).toBe('WA114')
+  })
+
+  it('lets concurrent adds take the last free lines and no more', async () => {
+    const cart = await cartFor(sql)
+    const products = await productsForSale(97 + 12)
+    for (const p of products.slice(0, 97)) await addItem(sql, cart.id, p, 1)
+    const replies = await Promise.all(products.slice(97).map((p) => add(cart.id, p, 1)))
+    const statuses = replies.map((r) => r.status).sort()
+    expect(statuses).toEqual([...Array(3).fill(201), ...Array(9).fill(422)])
+    for (const r of replies.filter((r) => r.status === 422)) expect(r.body.code).toBe('WA114')
+    const lines = await openLines(cart.id)
+    expect(lines.length).toBe(100)
+    const winners = replies.filter((r) => r.status === 201).map((r) => r.body.data.product.id).sort((a, b) => a - b)
+    expect(lines.slice(97).map((l) => l.product_id).sort((a, b) => a - b)).toEqual(winners)
+  })
+})
+
+describe('the quantity of a cart line', () => {
+  it(`is at most ${LIMITS.max_line_quantity}: more is 422 WA115 on POST (counting what the line holds) and on PATCH, and changes nothing`, async () => {
+    const product = await createProduct(sql, { stock: 50_000 })
+    const cart = await cartFor(sql)
+
+    for (const quantity of [10_001, 2_147_483_647]) {
+      expect(expectErrorEnvelope(await add(cart.id, product.id, quantity), 422)).toEqual({
+        error: `a cart line holds at most 10000 units, not ${quantity}`,
+        code: 'WA115',
+        details: { product_id: product.id, quantity, limit: 10_000 },
+      })
+    }
+    expect(await openLines(cart.id)).toEqual([])
+
+    const first = await add(cart.id, product.id, 9_000)
+    expect(first.status).toBe(201)
+    const line = first.body.data.id
+    expect(expectErrorEnvelope(await add(cart.id, product.id, 1_001), 422)).toMatchObject({
+      code: 'WA115',
+      details: { product_id: product.id, quantity: 10_001, limit: 10_000 },
+    })
+    expect(await quantityOf(line)).toBe(9_000)
+
+    expect(expectErrorEnvelope(await patch(line, 10_001), 422)).toEqual({
+      error: 'a cart line holds at most 10000 units, not 10001',
+      code: 'WA115',
+      details: { product_id: product.id, quantity: 10_001, limit: 10_000 },
+    })
+    expect(await quantityOf(line)).toBe(9_000)
+    // Below 1 stays a 400 (the body's type), as before.
+    expectErrorEnvelope(await patch(line, 0), 400)
+
+    expect((await patch(line, 10_000)).body.data).toMatchObject({ id: line, quantity: 10_000 })
+    expect(await quantityOf(line)).toBe(10_000)
+    expect(expectErrorEnvelope(await add(cart.id, product.id, 1), 422).code).toBe('WA115')
+    expect(await openLines(cart.id)).toEqual([{ id: line, product_id: product.id, quantity: 10_000 }])
   })
 })

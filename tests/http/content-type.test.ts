@@ -7,8 +7,8 @@ import { expectErrorEnvelope } from '../support/http.ts'
 import { rawRequest } from '../support/raw-http.ts'
 
 const sql = testSql()
-const open = createApp(apiSql(), { orderPlacer: { flashSaleCheckEveryMs: 0 } }).listen({ port: 0, hostname: '127.0.0.1' })
-const secured = createApp(apiSql(), { authJwtSecret: TEST_SECRET, orderPlacer: { flashSaleCheckEveryMs: 0 } }).listen({
+const open = createApp(apiSql()).listen({ port: 0, hostname: '127.0.0.1' })
+const secured = createApp(apiSql(), { authJwtSecret: TEST_SECRET }).listen({
   port: 0,
   hostname: '127.0.0.1',
 })
@@ -39,7 +39,6 @@ describe('a client that sends JSON bodies with no Content-Type (as Go net/http d
 
     expect((await client.post(`/products/${productId}/restock`, { quantity: 2, note: 'more' })).status).toBe(200)
     expect((await client.post(`/products/${productId}/adjust`, { quantity: -1, reason: 'count' })).status).toBe(200)
-    expect((await client.post(`/products/${productId}/flash-sale`, { enabled: false }, 'PUT')).status).toBe(200)
 
     const cart = await client.get(`/carts?user_id=${buyerId}`)
     expect(cart.status).toBe(200)

@@ -22,7 +22,6 @@ type ProductData = {
   active: boolean
   stock: number
   weight: number
-  flash_sale: boolean
   created_at: string
   updated_at: string
 }

@@ -113,7 +113,6 @@ describe('the API envelope', () => {
         '/products',
         '/products/{id}',
         '/products/{id}/adjust',
-        '/products/{id}/flash-sale',
         '/products/{id}/movements',
         '/products/{id}/restock',
         '/readyz',

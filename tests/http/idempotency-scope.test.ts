@@ -13,7 +13,7 @@ import { bearer, TEST_SECRET } from '../support/auth.ts'
  * and nothing of the first user's response.
  */
 const sql = testSql()
-const req = requester(createApp(apiSql(), { authJwtSecret: TEST_SECRET, orderPlacer: { flashSaleCheckEveryMs: 0 } }))
+const req = requester(createApp(apiSql(), { authJwtSecret: TEST_SECRET }))
 const newKey = () => `scope-${crypto.randomUUID()}`
 
 async function as(userId: number, path: string, init: { method?: string; body?: unknown; key?: string } = {}) {

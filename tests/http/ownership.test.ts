@@ -5,7 +5,7 @@ import { addItem, cartFor, createProduct, newUserId, placedOrder, stockOf } from
 import { bearer, TEST_SECRET } from '../support/auth.ts'
 
 const sql = testSql()
-const secured = createApp(apiSql(), { authJwtSecret: TEST_SECRET, orderPlacer: { flashSaleCheckEveryMs: 0 } })
+const secured = createApp(apiSql(), { authJwtSecret: TEST_SECRET })
 
 async function call(userId: number, path: string, init: { method?: string; body?: unknown } = {}) {
   const headers: Record<string, string> = { ...(await bearer(userId)) }
@@ -57,7 +57,7 @@ describe('with authentication, an order is acted on by its own parties', () => {
 })
 
 describe("with authentication, a product's stock is its seller's", () => {
-  it('lets the seller restock, correct and switch flash-sale mode, and answers anyone else 404', async () => {
+  it('lets the seller restock and correct, and answers anyone else 404', async () => {
     const sellerId = newUserId()
     const product = await createProduct(sql, { seller_id: sellerId, stock: 2 })
     for (const [path, body] of [
@@ -67,8 +67,6 @@ describe("with authentication, a product's stock is its seller's", () => {
       expect((await call(newUserId(), path, { body })).status).toBe(404)
       expect((await call(sellerId, path, { body })).status).toBe(200)
     }
-    expect((await call(newUserId(), `/products/${product.id}/flash-sale`, { method: 'PUT', body: { enabled: true } })).status).toBe(404)
-    expect((await call(sellerId, `/products/${product.id}/flash-sale`, { method: 'PUT', body: { enabled: false } })).status).toBe(200)
     expect(await stockOf(sql, product.id)).toBe(4)
   })
 })

@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'bun:test'
 import { baselineCheckout } from '../../bench/baseline.ts'
-import { parseOptions } from '../../bench/bench.ts'
+import { parseOptions, PLAN } from '../../bench/bench.ts'
 import { niceStep, renderChart } from '../../bench/chart.ts'
 import { machineBusyMs, parseStat, postmasterOf, processCpuMs, treeCpuMs } from '../../bench/cpu.ts'
 import { BuyerPool, cartLines } from '../../bench/fixtures.ts'
-import { aggregate, renderMarkdown, targets, type CellResult, type Machine } from '../../bench/report.ts'
+import { aggregate, explainMisses, renderMarkdown, targets, type CellResult, type Machine } from '../../bench/report.ts'
 import { median, quantile } from '../../bench/stats.ts'
 import type { Mode, Scenario } from '../../bench/types.ts'
 import { testSql } from '../support/db.ts'
@@ -54,21 +54,23 @@ describe('bench: statistics', () => {
 })
 
 describe('bench: flags', () => {
-  it('defaults to the issue’s run and a seconds-long smoke with --quick', () => {
+  it('defaults to the full plan, and a run of well under a minute with --quick', () => {
     const full = parseOptions([])
-    expect(full).toMatchObject({ seconds: 5, repeats: 3, concurrency: [10, 64, 256], scenarios: ['hot', 'multi'], quick: false })
-    expect(full.modes).toEqual(['http', 'http-flash', 'direct', 'baseline', 'bare'])
+    expect(full).toMatchObject({ seconds: 5, repeats: 3, quick: false })
+    expect(full.cells).toEqual(PLAN.full)
+    expect(full.concurrency).toEqual([10, 32, 64, 256, 1024])
+    expect(full.modes).toEqual(['http', 'http-3proc', 'http-pgbouncer', 'http-attacked', 'direct', 'baseline', 'bare'])
     expect(full.out).toEndWith('docs/benchmarks.md')
-    const quick = parseOptions(['--quick', '--concurrency', '3'])
-    expect(quick).toMatchObject({ repeats: 1, concurrency: [3], quick: true })
-    expect(quick.seconds).toBeLessThan(1)
+    const quick = parseOptions(['--quick'])
+    expect(quick).toMatchObject({ repeats: 1, quick: true, seconds: 1, warmup: 0 })
+    expect(quick.cells).toEqual(PLAN.quick)
     expect(quick.out).toEndWith('.data/bench/benchmarks.md')
-    expect(parseOptions(['--modes', 'bare,http']).modes).toEqual(['http', 'bare'])
+    expect(parseOptions(['--scenarios', 'multi,hot']).scenarios).toEqual(['hot', 'multi'])
+    expect(parseOptions(['--scenarios', 'attack']).cells.every((c) => c.scenario === 'attack')).toBe(true)
   })
 
   it('refuses what it does not know', () => {
-    expect(() => parseOptions(['--modes', 'http,fast'])).toThrow('--modes')
-    expect(() => parseOptions(['--concurrency', '10,abc'])).toThrow('--concurrency')
+    expect(() => parseOptions(['--scenarios', 'hot,fast'])).toThrow('--scenarios')
     expect(() => parseOptions(['--seconds', '0'])).toThrow('--seconds')
     expect(() => parseOptions(['--bogus'])).toThrow()
   })
@@ -159,7 +161,7 @@ describe('bench: report', () => {
   const cells = [
     ...[1, 2, 3].map((r) => cell('http', 256, [900, 1000, 5000][r - 1], r)),
     cell('direct', 10, 800),
-    cell('baseline', 256, 150),
+    cell('baseline', 10, 150),
     cell('bare', 10, 3000),
   ]
 
@@ -173,15 +175,22 @@ describe('bench: report', () => {
     expect(aggregate(cells).find((a) => a.mode === 'direct')!.cpuUs.service).toBeNull()
   })
 
-  it('reports each target met or not, and flash-sale as not measured when it is missing', () => {
-    const found = targets(aggregate(cells), { concurrency: [10, 256], scenarios: ['hot'] }, false)
-    expect(found.map((t) => [t.id, t.met])).toEqual([
-      ['1', true],
-      ['2', true],
-      ['2', true],
-      ['3', null],
-    ])
-    expect(found[0].measured).toContain('1.25')
+  it('reports each target met or not, and what a run did not measure as not measured', () => {
+    const found = targets(aggregate(cells))
+    const first = found[0]
+    expect(first.what).toContain('HTTP@256')
+    expect(first.measured).toContain('0.33')
+    expect(first.met).toBe(false)
+    expect(found.find((t) => t.what.includes('HTTP@1024'))!.met).toBeNull()
+    expect(found.find((t) => t.what.includes('direct place_order'))!.met).toBe(false)
+    expect(found.find((t) => t.id === '6')!.met).toBe(true)
+  })
+
+  it('explains each missed target with the run\'s own numbers', () => {
+    const aggregates = aggregate(cells)
+    const lines = explainMisses(targets(aggregates), aggregates, { nproc: 2 })
+    expect(lines.some((l) => l.startsWith('**The single checkout'))).toBe(true)
+    expect(explainMisses([], aggregates, { nproc: 2 })).toEqual([])
   })
 
   it('writes the markdown and an SVG line per mode', () => {
@@ -196,9 +205,9 @@ describe('bench: report', () => {
     const machine = { nproc: 2, cpuModel: 'cpu', loadAverage: { start: [1, 1, 1], end: [1, 1, 1] }, synchronousCommit: 'on' } as Machine
     const markdown = renderMarkdown({
       machine,
-      options: { seconds: 5, warmup: 1, repeats: 3, concurrency: [10, 256], modes: ['http', 'direct', 'baseline', 'bare'], scenarios: ['hot'], quick: false, out: 'x.md' },
+      options: { seconds: 5, warmup: 1, repeats: 3, cells: [], concurrency: [10, 256], modes: ['http', 'direct', 'baseline', 'bare'], scenarios: ['hot'], quick: false, out: 'x.md' },
       aggregates,
-      targets: targets(aggregates, { concurrency: [10, 256], scenarios: ['hot'] }, false),
+      targets: targets(aggregates),
       skipped: [],
       chartFile: 'benchmarks.svg',
       jsonFile: 'benchmarks.json',

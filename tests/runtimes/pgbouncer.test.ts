@@ -127,7 +127,6 @@ describe.skipIf(!installed)('behind PgBouncer in transaction mode', () => {
           multi: true,
           concurrency: 60,
           seed: 1200,
-          flashSale: false,
         }),
       )
       expect(result.verdict.violations).toEqual([])
@@ -144,8 +143,8 @@ describe.skipIf(!installed)('behind PgBouncer in transaction mode', () => {
     }
   }, 240_000)
 
-  it('serves with DATABASE_URL alone: the service acts only as waitress_api, through a login it derives, in flash-sale mode too', async () => {
-    const services = await threeProcesses({ DATABASE_URL: through(bouncer, testDatabaseUrl(), adminPassword), FLASH_SALE_CHECK_EVERY: '0' })
+  it('serves with DATABASE_URL alone: the service acts only as waitress_api, through a login it derives, its checkouts coalesced too', async () => {
+    const services = await threeProcesses({ DATABASE_URL: through(bouncer, testDatabaseUrl(), adminPassword), CHECKOUT_CALLS_IN_FLIGHT: '1' })
     try {
       for (const service of services)
         expect(service.logs().find((line) => line.msg === 'database ready')).toMatchObject({ acting_as: 'waitress_api', prepare: false })
@@ -160,7 +159,6 @@ describe.skipIf(!installed)('behind PgBouncer in transaction mode', () => {
           multi: true,
           concurrency: 40,
           seed: 1201,
-          flashSale: true,
         }),
       )
       expect(result.verdict.violations).toEqual([])

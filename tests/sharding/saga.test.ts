@@ -145,6 +145,26 @@ describe.skipIf(!sharding.ok)('a checkout across shards', () => {
     expect([await stock(a.id), await stock(b.id)]).toEqual([4, 4])
   })
 
+  it('keeps an Idempotency-Key to one meaning whichever way its request comes: alone, then in a batch, then a retry in the same batch', async () => {
+    // A buyer at home on shard 0 whose only line is of a shard-1 product: the key is claimed at home, the order placed on shard 1.
+    const [buyer] = await usersOn(cluster.router, 0, 1)
+    const [seller1] = await usersOn(cluster.router, 1, 1)
+    const b = await createProduct(cluster.api, { name: 'Kettle', seller_id: seller1, stock: 5 })
+    const cart = await cartOf(cluster.api, buyer)
+    await addItem(cluster.api, cart.id, b.id, 2)
+    const key = `router-batch-${crypto.randomUUID()}`
+
+    const [{ p: alone }] = await cluster.api`select api.place_order(${cart.id}, null, 'once', ${key}) as p`
+    const [{ outcomes }] = await cluster.api`select api.place_orders(${cluster.api.json([
+      { cart_id: cart.id, note: 'once', idempotency_key: key },
+      { cart_id: cart.id, note: 'once', idempotency_key: key },
+    ] as never)}) as outcomes`
+
+    expect(alone.orders).toHaveLength(1)
+    for (const outcome of outcomes) expect(outcome).toEqual({ orders: alone.orders, replayed: true })
+    expect(await stock(b.id)).toBe(3)
+  })
+
   it('is not ready while a shard lacks a migration: /readyz names it', async () => {
     const latest = MIGRATIONS[MIGRATIONS.length - 1]
     const app = createApp(cluster.api)

@@ -40,6 +40,21 @@ describe('the refusal codes', () => {
     expect(statusForSqlstate('XX000')).toBe(500)
   })
 
+  it('of the limits name the numbers waitress.limits() enforces', async () => {
+    const [limits] = await sql`select * from waitress.limits()`
+    const named: [string, number][] = [
+      ['WA110', limits.max_item_ids],
+      ['WA111', limits.max_note_length],
+      ['WA112', limits.max_lines],
+      ['WA114', limits.max_open_lines],
+      ['WA115', limits.max_line_quantity],
+    ]
+    for (const [code, limit] of named) {
+      const [{ meaning }] = await sql`select meaning from waitress.refusals where code = ${code}`
+      expect({ code, names: new RegExp(`\\(${limit}\\b`).test(meaning) }).toEqual({ code, names: true })
+    }
+  })
+
   it('give every waitress refusal a hint a caller can act on', async () => {
     const [{ missing }] = await sql`
       select count(*)::int as missing from waitress.refusals where source = 'waitress' and (hint is null or detail is null)`

@@ -75,6 +75,48 @@ describe('place_orders', () => {
     expect(await stockOf(sql, product.id)).toBe(8)
   })
 
+  it('answers a retry that rides in the same batch as its first with the first one\'s orders, placed once', async () => {
+    const product = await createProduct(sql, { stock: 10 })
+    const cart = await cartFor(sql)
+    await addItem(sql, cart.id, product.id, 2)
+    const key = `batch-${crypto.randomUUID()}`
+    const other = await cartFor(sql)
+    await addItem(sql, other.id, product.id, 1)
+
+    const outcomes = await placeOrders([
+      { cart_id: cart.id, note: 'once', idempotency_key: key },
+      { cart_id: other.id },
+      { cart_id: cart.id, note: 'once', idempotency_key: key },
+      { cart_id: cart.id, note: 'twice', idempotency_key: key },
+    ])
+
+    expect(outcomes.map(codeOf)).toEqual(['ok', 'ok', 'ok', 'WA101'])
+    const [first, , retry] = outcomes as { orders: Order[]; replayed?: boolean }[]
+    expect(retry.orders).toEqual(first.orders)
+    expect(retry.replayed).toBe(true)
+    expect(first.replayed).toBeUndefined()
+    expect(await stockOf(sql, product.id)).toBe(7)
+    const [{ orders }] = await sql`select count(*)::int as orders from waitress.orders where buyer_id = ${cart.user_id}`
+    expect(orders).toBe(1)
+    const [record] = await sql`select response_status from waitress.idempotency_keys where user_id = ${cart.user_id} and key = ${key}`
+    expect(record.response_status).toBe(201)
+  })
+
+  it('gives a retry in the same batch its first one\'s refusal, and keeps no record of the key', async () => {
+    const product = await createProduct(sql, { stock: 2 })
+    const cart = await cartFor(sql)
+    await addItem(sql, cart.id, product.id, 2)
+    await sql`update waitress.products set stock = 1 where id = ${product.id}`
+    const key = `batch-${crypto.randomUUID()}`
+
+    const outcomes = await placeOrders([{ cart_id: cart.id, idempotency_key: key }, { cart_id: cart.id, idempotency_key: key }])
+
+    expect(outcomes.map(codeOf)).toEqual(['WA004', 'WA004'])
+    const [{ records }] = await sql`select count(*)::int as records from waitress.idempotency_keys where user_id = ${cart.user_id} and key = ${key}`
+    expect(records).toBe(0)
+    expect(await stockOf(sql, product.id)).toBe(1)
+  })
+
   it('never oversells when many batches of many buyers race for a few products', async () => {
     const products = await Promise.all(Array.from({ length: 3 }, () => createProduct(sql, { stock: 40 })))
     const carts = await Promise.all(Array.from({ length: 300 }, async () => {

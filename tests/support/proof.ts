@@ -21,8 +21,7 @@ export type Added = { ok: true; itemId: number; quantity: number } | { ok: false
 
 /**
  * How a scenario reaches the service: over real HTTP to a listening app
- * (each checkout its own place_orders call, or coalesced into batches in
- * flash-sale mode), or straight to the SQL functions from many connections;
+ * (checkouts coalesced into place_orders batches when they queue), or straight to the SQL functions from many connections;
  * always through the service's own login, acting as waitress_api.
  */
 export interface Channel {
@@ -31,31 +30,24 @@ export interface Channel {
   baseUrl?: string
   checkout(cartId: number): Promise<Outcome>
   addItem(cartId: number, productId: number, quantity: number): Promise<Added>
-  /** Checkouts placed in place_orders() batches so far (flash-sale mode only). */
+  /** Checkouts placed through the order placer so far (the coalescing channel only). */
   batched?(): Promise<number>
   close(): Promise<void>
 }
 
 /**
- * The app in flash-sale mode: while this channel is open one product of its
- * own is in flash-sale mode, so the app coalesces every checkout; it looks
- * the mode up at every checkout instead of once a second.
+ * The app with checkouts coalesced as hard as it goes: one checkout call at a
+ * time, so every checkout that arrives while one is in the database waits
+ * and joins the next batch.
  */
-export async function flashSaleChannel(): Promise<Channel> {
-  const owner = testSql()
-  const switchProduct = await createProduct(owner, { name: 'flash-sale switch', stock: 0 })
-  await owner`select api.set_flash_sale(${switchProduct.id}, true)`
-  const channel = httpChannel({ flashSaleCheckEveryMs: 0 })
+export async function coalescingChannel(): Promise<Channel> {
+  const channel = httpChannel({ callsInFlight: 1 })
   return {
     ...channel,
-    name: 'HTTP in flash-sale mode',
+    name: 'HTTP, coalesced',
     async batched() {
       const metrics = await (await fetch(`${channel.baseUrl}/metrics`)).text()
       return Number(/^waitress_checkout_batch_size_sum (\S+)$/m.exec(metrics)?.[1] ?? 0)
-    },
-    async close() {
-      await owner`select api.set_flash_sale(${switchProduct.id}, false)`
-      await channel.close()
     },
   }
 }
