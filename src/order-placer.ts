@@ -34,6 +34,8 @@ export interface OrderPlacerOptions {
    * requests; every checkout is then its own call.
    */
   coalesce?: boolean
+  /** The clock of the flash-sale check, in milliseconds (default performance.now); tests move it by hand. */
+  now?: () => number
 }
 
 /** What an OrderPlacer reports as it goes (metrics). */
@@ -66,7 +68,7 @@ export class OrderPlacer {
     private readonly events: OrderPlacerEvents = ignore,
   ) {
     this.coalesce = options.coalesce ?? true
-    this.flashSale = new FlashSaleSwitch(sql, options.flashSaleCheckEveryMs ?? 1_000)
+    this.flashSale = new FlashSaleSwitch(sql, options.flashSaleCheckEveryMs ?? 1_000, options.now ?? (() => performance.now()))
     this.batcher = new Batcher(sql, options.maxBatch ?? 500, options.batchesInFlight ?? 2, events)
   }
 
@@ -125,14 +127,15 @@ class FlashSaleSwitch {
   constructor(
     private readonly sql: Sql,
     private readonly checkEveryMs: number,
+    private readonly now: () => number,
   ) {}
 
   active(): Promise<boolean> | boolean {
-    if (performance.now() - this.checkedAt < this.checkEveryMs) return this.value
+    if (this.now() - this.checkedAt < this.checkEveryMs) return this.value
     this.pending ??= this.sql<{ active: boolean }[]>`select api.flash_sale_active() as active`
       .then(([row]) => {
         this.value = row.active
-        this.checkedAt = performance.now()
+        this.checkedAt = this.now()
         return this.value
       })
       .finally(() => (this.pending = undefined))
