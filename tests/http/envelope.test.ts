@@ -79,8 +79,8 @@ describe('the API envelope', () => {
     expect(logged.join('')).not.toContain('s3cret')
   })
 
-  it('serves Prometheus metrics: requests by route and status, orders, refusals, the pool', async () => {
-    const app = createApp(apiSql(), { metrics: new Metrics(() => ({ inUse: 3, waiting: 7 })) })
+  it('serves Prometheus metrics: requests by route and status, orders, refusals, the pool, retries', async () => {
+    const app = createApp(apiSql(), { metrics: new Metrics(() => ({ inUse: 3, waiting: 7 }), { dbRetries: () => ({ '40001': 2, '40P01': 5 }) }) })
     await app.handle(new Request('http://localhost/carts/987654321/checkout', { method: 'POST' }))
     await app.handle(new Request('http://localhost/healthz'))
     await Bun.sleep(10) // the request's own metrics are taken after its response
@@ -95,6 +95,8 @@ describe('the API envelope', () => {
     expect(text).toContain('waitress_orders_placed_total 0')
     expect(text).toContain('waitress_db_pool_in_use 3')
     expect(text).toContain('waitress_db_pool_waiting 7')
+    expect(text).toContain('waitress_db_retries_total{code="40001"} 2')
+    expect(text).toContain('waitress_db_retries_total{code="40P01"} 5')
   })
 
   it('serves the OpenAPI spec describing every route and both envelopes', async () => {

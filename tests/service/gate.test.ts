@@ -42,7 +42,7 @@ describe('Gate', () => {
 })
 
 describe('the gated pool', () => {
-  it('runs a statement again after a serialization failure or deadlock, at most 3 times', async () => {
+  it('runs a statement again after a serialization failure or deadlock, at most 3 times, and tells of every retry', async () => {
     // A sequence is not rolled back with the failed statement, so it counts the attempts.
     await sql`create sequence public.test_flaky_attempts`
     await sql.unsafe(`
@@ -55,25 +55,33 @@ describe('the gated pool', () => {
         return v_attempt;
       end $$`)
     const pool = createSql(testDatabaseUrl(), { max: 2 })
-    const db = gated(pool, new Gate(2, 10, 1_000))
+    const retried: string[] = []
+    const db = gated(pool, new Gate(2, 10, 1_000), { onRetry: (code) => void retried.push(code) })
     const restart = () => sql`select setval('public.test_flaky_attempts', 1, false)`
     try {
       const [recovered] = await db`select public.test_flaky(2, '40001') as attempt`
       expect(recovered.attempt).toBe(3)
+      // The caller saw a result; the two failures before it are told all the same.
+      expect(retried).toEqual(['40001', '40001'])
 
       await restart()
       const [afterDeadlock] = await db`select public.test_flaky(1, '40P01') as attempt`
       expect(afterDeadlock.attempt).toBe(2)
+      expect(retried).toEqual(['40001', '40001', '40P01'])
 
       await restart()
+      retried.length = 0
       await expect(db`select public.test_flaky(100, '40001')`).rejects.toMatchObject({ code: '40001' })
       const [{ attempts }] = await sql`select last_value as attempts from public.test_flaky_attempts`
       expect(attempts).toBe(4)
+      expect(retried).toEqual(['40001', '40001', '40001'])
 
       await restart()
+      retried.length = 0
       await expect(db`select public.test_flaky(100, 'WA004')`).rejects.toMatchObject({ code: 'WA004' })
       const [{ once }] = await sql`select last_value as once from public.test_flaky_attempts`
       expect(once).toBe(1)
+      expect(retried).toEqual([])
     } finally {
       await pool.end()
       await sql`drop function public.test_flaky(integer, text)`
