@@ -53,9 +53,7 @@ async function service(databaseUrl: string, env: Record<string, string> = {}, po
   const applicationName = `waitress-faults-${process.pid}-${services.length}`
   const running = await startService(databaseUrl, { DB_APPLICATION_NAME: applicationName, DB_POOL_MAX: '8', LOG_LEVEL: 'warn', ...env }, port)
   services.push(running)
-  // Read the service's output as it comes, so a full pipe never blocks it.
-  const output = new Response(running.child.stdout).text()
-  return { ...running, applicationName, output }
+  return { ...running, applicationName }
 }
 
 /**

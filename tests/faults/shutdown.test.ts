@@ -14,7 +14,8 @@ describe('graceful shutdown', () => {
       return cart
     }))
     // A small pool keeps most checkouts queued in the service when SIGTERM lands.
-    const { child, baseUrl } = await startService(testDatabaseUrl(), { DB_POOL_MAX: '4' })
+    const service = await startService(testDatabaseUrl(), { DB_POOL_MAX: '4' })
+    const { child, baseUrl } = service
 
     const replies = carts.map((cart) =>
       fetch(`${baseUrl}/carts/${cart.id}/checkout`, { method: 'POST' }).then(
@@ -44,7 +45,8 @@ describe('graceful shutdown', () => {
     expect(await stockOf(sql, product.id)).toBe(1000 - accepted.length)
     expect(await auditOf(sql, [product.id])).toEqual([])
 
-    const log = (await new Response(child.stdout).text()).trim().split('\n').map((line) => JSON.parse(line))
+    await service.exit()
+    const log = service.log()
     expect(log.map((line) => line.msg)).toContain('shutting down: draining requests in flight')
     expect(log.at(-1).msg).toBe('stopped')
     expect(log.filter((line) => line.msg === 'request' && line.status === 201)).toHaveLength(accepted.length)
