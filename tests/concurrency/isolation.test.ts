@@ -4,7 +4,7 @@ import { checkInvariants, startRun } from '../../proof/database-facts.ts'
 import { type Attempt } from '../../proof/judge.ts'
 import { outcomeOfSql } from '../../proof/outcomes.ts'
 import type { Order } from '../../src/models.ts'
-import { appDatabaseUrl, testSql } from '../support/db.ts'
+import { appDatabaseUrl, recyclablePool, testSql } from '../support/db.ts'
 import { addItem, cartFor, createProduct, stockOf } from '../support/fixtures.ts'
 import { buyersWith, expectClean, signal } from '../support/proof.ts'
 
@@ -16,7 +16,7 @@ import { buyersWith, expectClean, signal } from '../support/proof.ts'
  * what the first left. This pins the isolation behaviour down.
  */
 const owner = testSql()
-const api = createSql(appDatabaseUrl(), { max: 4, role: 'waitress_api' })
+const api = recyclablePool(appDatabaseUrl(), { max: 4, role: 'waitress_api' })
 afterAll(() => api.end({ timeout: 5 }))
 
 /** place_order as a SQL caller sees it: the orders, or the refusal. */
