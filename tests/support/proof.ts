@@ -36,6 +36,12 @@ export type Added = { ok: true; itemId: number; quantity: number } | { ok: false
  */
 export interface Channel {
   name: string
+  /** application_name of its database sessions (a start line counts them). */
+  applicationName: string
+  /** Checkouts it can have in the database at once: its pool, or flash-sale batches in flight. */
+  checkoutSessions: number
+  /** Statements of any kind it can have in the database at once: its pool. */
+  sessions: number
   /** Where the HTTP channel's server listens. */
   baseUrl?: string
   checkout(cartId: number): Promise<Outcome>
@@ -58,6 +64,7 @@ export async function flashSaleChannel(): Promise<Channel> {
   return {
     ...channel,
     name: 'HTTP in flash-sale mode',
+    checkoutSessions: 2, // FLASH_SALE_BATCHES_IN_FLIGHT
     async batched() {
       const metrics = await (await fetch(`${channel.baseUrl}/metrics`)).text()
       return Number(/^waitress_checkout_batch_size_sum (\S+)$/m.exec(metrics)?.[1] ?? 0)
@@ -69,8 +76,12 @@ export async function flashSaleChannel(): Promise<Channel> {
   }
 }
 
+let channels = 0
+
 export function httpChannel(checkout?: OrderPlacerOptions): Channel {
-  const server = createApp(apiSql(), { orderPlacer: checkout, metrics: new Metrics(undefined, { defaultMetrics: false }) }).listen({ port: 0, hostname: '127.0.0.1' })
+  const applicationName = `waitress-http-${process.pid}-${++channels}`
+  const pool = recyclablePool(appDatabaseUrl(), { max: 10, role: 'waitress_api', applicationName })
+  const server = createApp(pool, { orderPlacer: checkout, metrics: new Metrics(undefined, { defaultMetrics: false }) }).listen({ port: 0, hostname: '127.0.0.1' })
   const baseUrl = `http://127.0.0.1:${server.server!.port}`
   const post = async (path: string, body?: unknown) => {
     try {
@@ -86,6 +97,9 @@ export function httpChannel(checkout?: OrderPlacerOptions): Channel {
   }
   return {
     name: 'HTTP',
+    applicationName,
+    checkoutSessions: 10,
+    sessions: 10,
     baseUrl,
     async checkout(cartId) {
       const { status, body } = await post(`/carts/${cartId}/checkout`)
@@ -97,14 +111,19 @@ export function httpChannel(checkout?: OrderPlacerOptions): Channel {
     },
     close: async () => {
       await server.stop()
+      await pool.end()
     },
   }
 }
 
 export function sqlChannel(connections = 40): Channel {
-  const sql = recyclablePool(appDatabaseUrl(), { max: connections, role: 'waitress_api' })
+  const applicationName = `waitress-sql-${process.pid}-${++channels}`
+  const sql = recyclablePool(appDatabaseUrl(), { max: connections, role: 'waitress_api', applicationName })
   return {
     name: 'SQL',
+    applicationName,
+    checkoutSessions: connections,
+    sessions: connections,
     checkout: (cartId) => outcomeOfSql(async () => (await sql<{ o: Order }[]>`select o from jsonb_array_elements(api.place_order(${cartId})->'orders') o`).map((row) => row.o)),
     async addItem(cartId, productId, quantity) {
       try {
