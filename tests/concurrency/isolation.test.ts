@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from 'bun:test'
-import { createSql, type Sql } from '../../src/db/client.ts'
+import type { Sql } from '../../src/db/client.ts'
 import { checkInvariants, startRun } from '../../proof/database-facts.ts'
 import { type Attempt } from '../../proof/judge.ts'
 import { outcomeOfSql } from '../../proof/outcomes.ts'
@@ -7,6 +7,7 @@ import type { Order } from '../../src/models.ts'
 import { appDatabaseUrl, recyclablePool, testSql } from '../support/db.ts'
 import { addItem, cartFor, createProduct, stockOf } from '../support/fixtures.ts'
 import { buyersWith, expectClean, signal } from '../support/proof.ts'
+import { until } from '../support/wait.ts'
 
 /**
  * Two SQL sessions stepped by hand, both as waitress_api: the first calls
@@ -65,13 +66,17 @@ async function startSecond<T>(call: (sql: Sql) => Promise<T>) {
  * The two are read at slightly different moments, so both must agree.
  */
 async function waitUntilBlocked(pid: number, blocker: number): Promise<string> {
-  for (let polls = 0; polls < 10_000; polls++) {
-    const [row] = await owner<{ blockers: number[]; wait_event_type: string | null; wait_event: string | null }[]>`
-      select pg_blocking_pids(pid) as blockers, wait_event_type, wait_event from pg_stat_activity where pid = ${pid}`
-    if (row?.blockers.includes(blocker) && row.wait_event_type === 'Lock') return row.wait_event!
-    await Bun.sleep(2)
-  }
-  throw new Error(`session ${pid} never waited for a lock of session ${blocker}`)
+  let last: unknown
+  return until(
+    `session ${pid} to wait for a lock of session ${blocker}`,
+    async () => {
+      const [row] = await owner<{ blockers: number[]; wait_event_type: string | null; wait_event: string | null }[]>`
+        select pg_blocking_pids(pid) as blockers, wait_event_type, wait_event from pg_stat_activity where pid = ${pid}`
+      last = row
+      return row?.blockers.includes(blocker) && row.wait_event_type === 'Lock' ? row.wait_event! : undefined
+    },
+    { everyMs: 2, seen: () => JSON.stringify(last) },
+  )
 }
 
 async function oneProductRace(stock: number, firstWants: number, secondWants: number) {

@@ -13,6 +13,7 @@ import { auditOf, createProduct } from '../support/fixtures.ts'
 import { buyersWith, expectClean, randomInt, type Buyer } from '../support/proof.ts'
 import { FaultyProxy } from '../support/proxy.ts'
 import { startService, type RunningService } from '../support/service.ts'
+import { until } from '../support/wait.ts'
 
 /**
  * Faults in the middle of a race, each followed by the invariant checker.
@@ -98,13 +99,11 @@ async function race(baseUrl: string, buyers: Buyer[], faults: [afterReplies: num
 
 /** Waits until none of the service's sessions is running a statement: what the database holds is final. */
 async function settled(db: Sql, applicationName: string) {
-  for (let attempt = 0; attempt < 100; attempt++) {
+  await until(`the sessions of ${applicationName} to be idle`, async () => {
     const [{ busy }] = await db<{ busy: number }[]>`
       select count(*)::int as busy from pg_stat_activity where application_name = ${applicationName} and state <> 'idle'`
-    if (busy === 0) return
-    await Bun.sleep(100)
-  }
-  throw new Error(`the sessions of ${applicationName} are still busy`)
+    return busy === 0
+  })
 }
 
 /** The checker's verdict on a faulty race, with the audit of the ledger; prints the tally for the record. */
@@ -138,12 +137,7 @@ async function judged(db: Sql, fault: string, buyers: Buyer[], replies: Reply[],
 
 /** The service heals by itself: /readyz turns 200 and a fresh checkout is placed. */
 async function expectRecovers(db: Sql, baseUrl: string, cartId?: number) {
-  let ready = 0
-  for (let attempt = 0; attempt < 150 && ready !== 200; attempt++) {
-    ready = await fetch(`${baseUrl}/readyz`).then((r) => r.status, () => 0)
-    if (ready !== 200) await Bun.sleep(100)
-  }
-  expect(ready).toBe(200)
+  await until(`${baseUrl}/readyz to answer 200 again`, async () => (await fetch(`${baseUrl}/readyz`).then((r) => r.status, () => 0)) === 200, { everyMs: 100 })
   if (cartId === undefined) {
     const product = await createProduct(db, { name: 'After the fault', stock: 5 })
     ;[{ cartId }] = await buyersWith(db, [[[product.id, 1]]])

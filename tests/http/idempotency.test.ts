@@ -5,6 +5,7 @@ import { appDatabaseUrl, testSql } from '../support/db.ts'
 import { addItem, cartFor, createProduct, stockOf } from '../support/fixtures.ts'
 import { expectErrorEnvelope, req, requester } from '../support/http.ts'
 import { bearer, TEST_SECRET } from '../support/auth.ts'
+import { until } from '../support/wait.ts'
 import { apiSql } from '../support/db.ts'
 
 const sql = testSql()
@@ -93,15 +94,14 @@ describe('Idempotency-Key on POST /carts/:id/checkout', () => {
       firstData = row.data
       await gate
     })
-    while (firstData === undefined) await Bun.sleep(5)
+    await until('the first request to check out', () => firstData !== undefined)
     const duplicate = req(`/carts/${cart.id}/checkout`, { method: 'POST', headers: { 'idempotency-key': key } })
-    for (;;) {
+    await until('the duplicate to wait for the first one\'s lock', async () => {
       const [{ waiting }] = await sql`
         select count(*)::int as waiting from pg_catalog.pg_stat_activity
          where wait_event_type = 'Lock' and query like '%api.place_order%' and pid <> pg_backend_pid()`
-      if (waiting > 0) break
-      await Bun.sleep(10)
-    }
+      return waiting > 0
+    })
     release()
     await first
     const reply = await duplicate

@@ -20,7 +20,7 @@ describe('Gate', () => {
         gate.run(async () => {
           started.push(i)
           peak = Math.max(peak, ++running)
-          await Bun.sleep(5)
+          await new Promise((resolve) => setImmediate(resolve))
           running--
         }),
       ),
@@ -32,10 +32,14 @@ describe('Gate', () => {
 
   it('refuses at once when the queue is full, and after maxWait when it waited too long', async () => {
     const gate = new Gate(1, 1, 50)
-    const blocker = gate.run(() => Bun.sleep(200))
+    let finish!: () => void
+    // Runs until the test says so: the waiter can only leave the queue by its timeout.
+    const blocker = gate.run(() => new Promise<void>((resolve) => (finish = resolve)))
     const waiter = gate.run(async () => 'late')
     await expect(gate.run(async () => 'no room')).rejects.toEqual(new DatabaseBusyError('queue_full'))
     await expect(waiter).rejects.toEqual(new DatabaseBusyError('queue_timeout'))
+    expect(gate.stats).toEqual({ inUse: 1, waiting: 0 })
+    finish()
     await blocker
     expect(await gate.run(async () => 'free again')).toBe('free again')
   })

@@ -11,6 +11,8 @@ export interface RunningService {
   output(): { stdout: string; stderr: string }
   /** The JSON log lines written so far. */
   log(): any[]
+  /** A value of its Prometheus metrics now (GET /metrics), e.g. waitress_db_pool_waiting. */
+  metric(name: string): Promise<number>
   /** How it ended: its exit code, or the signal that ended it, with the last of what it wrote. */
   exit(): Promise<{ code: number | null; signal: string | number | null; tail: string }>
 }
@@ -68,6 +70,12 @@ export async function startService(databaseUrl: string, env: Record<string, stri
         .split('\n')
         .filter((line) => line.startsWith('{'))
         .map((line) => JSON.parse(line)),
+    metric: async (name) => {
+      const text = await (await fetch(`${baseUrl}/metrics`)).text()
+      const match = new RegExp(`^${name} (\\S+)$`, 'm').exec(text)
+      if (!match) throw new Error(`the service has no metric ${name}`)
+      return Number(match[1])
+    },
     exit: async () => {
       await child.exited
       await Promise.all([stdout.done, stderr.done])

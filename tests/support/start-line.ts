@@ -50,28 +50,42 @@ export async function startLine(sql: Sql, rows: { products?: number[]; carts?: n
      * when given, reports at least `queuedAtLeast` requests queued in the
      * service), then lets go and says what it saw.
      */
-    async letGoWhen(sessions: number, options: { applicationName?: string; queued?: () => Promise<number>; queuedAtLeast?: number } = {}): Promise<Overlap> {
-      let seen = { lockWaiters: 0, queued: undefined as number | undefined }
+    async letGoWhen(sessions: number, options: WaitOptions = {}): Promise<Overlap> {
       try {
-        await until(
-          `${sessions} sessions${options.applicationName ? ` of ${options.applicationName}` : ''} to wait behind the start line` +
-            (options.queued ? ` with ${options.queuedAtLeast ?? 1} requests queued in the service` : ''),
-          async () => {
-            seen = { lockWaiters: await waiting(options.applicationName), queued: options.queued ? await options.queued() : undefined }
-            return seen.lockWaiters >= sessions && (!options.queued || (seen.queued ?? 0) >= (options.queuedAtLeast ?? 1))
-          },
-          { everyMs: 5, seen: () => JSON.stringify(seen) },
-        )
+        return await waitFor(sessions, options)
       } finally {
-        release()
-        await transaction
+        await letGo()
       }
-      return { lockWaiters: seen.lockWaiters, queued: seen.queued, heldMs: Math.round(performance.now() - since) }
     },
-    /** Lets go at once (a race that failed to start). */
-    async abandon() {
-      release()
-      await transaction
-    },
+    /** Waits as letGoWhen does, but keeps holding: the test lets go itself (letGo). */
+    waitFor,
+    letGo,
   }
+
+  async function waitFor(sessions: number, options: WaitOptions = {}): Promise<Overlap> {
+    let seen = { lockWaiters: 0, queued: undefined as number | undefined }
+    await until(
+      `${sessions} sessions${options.applicationName ? ` of ${options.applicationName}` : ''} to wait behind the start line` +
+        (options.queued ? ` with ${options.queuedAtLeast ?? 1} requests queued in the service` : ''),
+      async () => {
+        seen = { lockWaiters: await waiting(options.applicationName), queued: options.queued ? await options.queued() : undefined }
+        return seen.lockWaiters >= sessions && (!options.queued || (seen.queued ?? 0) >= (options.queuedAtLeast ?? 1))
+      },
+      { everyMs: 5, seen: () => JSON.stringify(seen) },
+    )
+    return { lockWaiters: seen.lockWaiters, queued: seen.queued, heldMs: Math.round(performance.now() - since) }
+  }
+
+  async function letGo() {
+    release()
+    await transaction
+  }
+}
+
+interface WaitOptions {
+  /** Count only this application's sessions. */
+  applicationName?: string
+  /** The service's own queue (its gate): also wait until it holds at least queuedAtLeast (1) requests. */
+  queued?: () => Promise<number>
+  queuedAtLeast?: number
 }
