@@ -212,6 +212,29 @@ describe('isolation of place_order, stepped', () => {
     expectClean(await checkInvariants(owner, { ...start, checkouts }))
   })
 
+  it("lets a buyer add the product to another cart while a checkout holds that product's lock, without waiting", async () => {
+    const product = await createProduct(owner, { stock: 10 })
+    const [buyer] = await buyersWith(owner, [[[product.id, 3]]])
+    const other = await cartFor(owner)
+    const start = await startRun(owner, [product.id])
+
+    const one = await holdOpen((tx) => placeOrder(tx, buyer.cartId))
+    // The checkout holds the product FOR NO KEY UPDATE; the new line's foreign key
+    // takes only a key-share lock on it, which does not conflict. Were it to wait,
+    // lock_timeout would fail it with 55P03.
+    const [added] = await api.begin(async (tx) => {
+      await tx`set local lock_timeout = '1s'`
+      return tx<{ id: number; quantity: number }[]>`select (i->>'id')::bigint as id, (i->>'quantity')::int as quantity from api.add_cart_item(${other.id}, ${product.id}, 2) i`
+    })
+    expect(added.quantity).toBe(2)
+    expect(await stockOf(owner, product.id)).toBe(10) // the checkout has not committed yet
+
+    await one.commit()
+    expect(one.result.kind).toBe('accepted')
+    expect(await stockOf(owner, product.id)).toBe(7)
+    expectClean(await checkInvariants(owner, { ...start, checkouts: [{ cartId: buyer.cartId, wants: buyer.wants, outcome: one.result }] }))
+  })
+
   it('makes a second checkout of the same cart wait, then find nothing left to order (WA006)', async () => {
     const product = await createProduct(owner, { stock: 10 })
     const [buyer] = await buyersWith(owner, [[[product.id, 4]]])

@@ -111,6 +111,39 @@ describe('Idempotency-Key on POST /carts/:id/checkout', () => {
     expect(await ordersOf(cart.user_id)).toBe(1)
   })
 
+  it('answers 409 (WA102) to a duplicate whose wait for the first runs into lock_timeout, and orders nothing more', async () => {
+    const cart = await cartWithLine()
+    const key = newKey()
+    // The service's pool, with a lock_timeout the first request outlasts.
+    const pool = createSql(appDatabaseUrl(), { max: 2, role: 'waitress_api', lockTimeoutMs: 200 })
+    const impatient = requester(createApp(pool))
+    let release!: () => void
+    const held = new Promise<void>((resolve) => (release = resolve))
+    let claimed = false
+    const first = sql.begin(async (tx) => {
+      await tx`select api.place_order(${cart.id}, null, null, ${key}, null)`
+      claimed = true
+      await held
+    })
+    try {
+      await until('the first request to claim the key', () => claimed)
+      const duplicate = await impatient(`/carts/${cart.id}/checkout`, { method: 'POST', headers: { 'idempotency-key': key } })
+
+      const refused = expectErrorEnvelope(duplicate, 409)
+      expect(refused.code).toBe('WA102')
+      expect(refused.details).toEqual({ idempotency_key: key, action: 'place_order' })
+    } finally {
+      release()
+      await first
+    }
+    expect(await ordersOf(cart.user_id)).toBe(1)
+    // Once the first has finished, the retry gets its response.
+    const retry = await impatient(`/carts/${cart.id}/checkout`, { method: 'POST', headers: { 'idempotency-key': key } })
+    expect(retry.status).toBe(201)
+    expect(retry.headers.get('idempotent-replayed')).toBe('true')
+    await pool.end({ timeout: 5 })
+  })
+
   it('checks out again without a key: the second request finds nothing to order (422)', async () => {
     const cart = await cartWithLine()
     expect((await req(`/carts/${cart.id}/checkout`, { method: 'POST' })).status).toBe(201)

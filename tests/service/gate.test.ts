@@ -6,6 +6,10 @@ import { createApp } from '../../src/app.ts'
 import { FaultyProxy } from '../support/proxy.ts'
 import { testDatabaseUrl, testSql } from '../support/db.ts'
 import { addItem, cartFor, createProduct, stockOf } from '../support/fixtures.ts'
+import { buyersWith } from '../support/proof.ts'
+import { startService } from '../support/service.ts'
+import { startLine } from '../support/start-line.ts'
+import { settledYet, until, within } from '../support/wait.ts'
 
 const sql = testSql()
 
@@ -165,6 +169,37 @@ describe('session limits', () => {
     }
   })
 
+  it('ends a transaction left idle longer than the idle-in-transaction timeout, and with it its locks', async () => {
+    const product = await createProduct(sql, { stock: 5 })
+    const cart = await cartFor(sql)
+    await addItem(sql, cart.id, product.id, 1)
+    const applicationName = `waitress-idle-${process.pid}`
+    const pool = createSql(testDatabaseUrl(), { max: 1, idleInTransactionTimeoutMs: 200, applicationName })
+    const session = await pool.reserve()
+    try {
+      const [{ setting }] = await session`select current_setting('idle_in_transaction_session_timeout') as setting`
+      expect(setting).toBe('200ms')
+      const [{ pid }] = await session<{ pid: number }[]>`select pg_backend_pid() as pid`
+      await session`begin`
+      await session`select 1 from waitress.products where id = ${product.id} for update`
+      // Left idle: the server ends the session, and the lock goes with it.
+      await until(`session ${pid}, idle in its transaction, to be ended by the server`, async () => {
+        const [{ left }] = await sql`select count(*)::int as left from pg_stat_activity where pid = ${pid}`
+        return left === 0
+      })
+      // Nobody waits for that lock now: a checkout of the product goes through at once.
+      const placed = await sql.begin(async (tx) => {
+        await tx`set local lock_timeout = '1s'`
+        return tx`select api.place_order(${cart.id})`
+      })
+      expect(placed).toHaveLength(1)
+      expect(await stockOf(sql, product.id)).toBe(4)
+    } finally {
+      session.release()
+      await pool.end({ timeout: 1 })
+    }
+  })
+
   it('answers 503 when a statement runs past the statement timeout', async () => {
     const pool = createSql(testDatabaseUrl(), { max: 1, statementTimeoutMs: 100 })
     try {
@@ -172,6 +207,83 @@ describe('session limits', () => {
       expect(error.code).toBe('57014')
     } finally {
       await pool.end()
+    }
+  })
+})
+
+describe('the gate, end to end', () => {
+  /** A checkout as a client sees it. */
+  const checkout = async (baseUrl: string, cartId: number) => {
+    const response = await fetch(`${baseUrl}/carts/${cartId}/checkout`, { method: 'POST' })
+    return { status: response.status, retryAfter: response.headers.get('retry-after'), body: (await response.json()) as any }
+  }
+
+  /**
+   * The service with one connection and room for one request in its queue;
+   * the test holds the product's row lock, so the first checkout waits in
+   * the database for as long as the test says.
+   */
+  async function crowdedService(queueTimeout: string) {
+    const product = await createProduct(sql, { stock: 10 })
+    const buyers = await buyersWith(
+      sql,
+      Array.from({ length: 3 }, () => [[product.id, 1]]),
+    )
+    const applicationName = `waitress-gate-${process.pid}-${queueTimeout}`
+    const service = await startService(testDatabaseUrl(), {
+      DB_APPLICATION_NAME: applicationName,
+      DB_POOL_MAX: '1',
+      DB_QUEUE_MAX: '1',
+      DB_QUEUE_TIMEOUT: queueTimeout,
+      DB_LOCK_TIMEOUT: '60s',
+      DB_STATEMENT_TIMEOUT: '60s',
+    })
+    const line = await startLine(sql, { products: [product.id] })
+    const first = checkout(service.baseUrl, buyers[0].cartId)
+    await line.waitFor(1, { applicationName })
+    return { product, buyers, service, line, first }
+  }
+
+  it('answers 503 with Retry-After at once when DB_QUEUE_MAX requests already wait, and serves the ones queued', async () => {
+    const { product, buyers, service, line, first } = await crowdedService('60s')
+    try {
+      const second = checkout(service.baseUrl, buyers[1].cartId)
+      await until('the second checkout to wait in the queue', async () => (await service.metric('waitress_db_pool_waiting')) === 1)
+
+      // The queue is full, and nothing can leave it while the line holds: only that refuses the third.
+      const third = await within('the third checkout to be refused', checkout(service.baseUrl, buyers[2].cartId))
+      expect(third).toEqual({ status: 503, retryAfter: '1', body: { error: expect.any(String), meta: { http_status: 503 } } })
+      expect(settledYet(second)()).toBe(false)
+
+      await line.letGo()
+      expect([(await first).status, (await second).status]).toEqual([201, 201])
+      expect(await stockOf(sql, product.id)).toBe(8)
+    } finally {
+      await line.letGo()
+      service.child.kill('SIGTERM')
+      expect((await service.exit()).code).toBe(0)
+    }
+  })
+
+  it('answers 503 with Retry-After to a request that waited DB_QUEUE_TIMEOUT for a connection, having done nothing', async () => {
+    const { product, buyers, service, line, first } = await crowdedService('300ms')
+    try {
+      const started = performance.now()
+      // The only connection is held behind the line until the test lets go: the wait can only end by the timeout.
+      const second = await within('the queued checkout to give up', checkout(service.baseUrl, buyers[1].cartId))
+      expect(second).toEqual({ status: 503, retryAfter: '1', body: { error: expect.any(String), meta: { http_status: 503 } } })
+      expect(performance.now() - started).toBeGreaterThanOrEqual(300)
+      expect(settledYet(first)()).toBe(false)
+
+      await line.letGo()
+      expect((await first).status).toBe(201)
+      expect(await stockOf(sql, product.id)).toBe(9)
+      const [{ open }] = await sql`select count(*)::int as open from waitress.cart_items where cart_id = ${buyers[1].cartId} and not purchased`
+      expect(open).toBe(1)
+    } finally {
+      await line.letGo()
+      service.child.kill('SIGTERM')
+      expect((await service.exit()).code).toBe(0)
     }
   })
 })
