@@ -28,8 +28,11 @@ export interface FlashSaleOptions {
   /**
    * Buyers who neither cancel nor pay leave their orders pending, and after
    * the race the run waits, at most this long (ms), until the service's
-   * payment deadline has expired every one of them (0: everyone else pays at
-   * once).
+   * expiry timer has expired every one of them (0: everyone else pays at
+   * once). With databaseUrl, the orders left pending are first made overdue
+   * in the database (created a day ago): the service's next run takes them,
+   * whatever its ORDER_PAYMENT_TTL, while the orders buyers pay are never at
+   * risk of expiring first. Without it, the service's own deadline applies.
    */
   expireWithinMs?: number
   /** Restocks of random products, by their sellers, during the race. */
@@ -242,12 +245,13 @@ export async function runFlashSale(
         const quantity = random.int(1, 5)
         await call(product.sellerId, 'POST', `/products/${product.id}/restock`, { quantity, note: 'simulated restock' })
         stockAdjustments.set(product.id, [...(stockAdjustments.get(product.id) ?? []), quantity])
-        await Bun.sleep(10)
+        await Bun.sleep(10) // spread over the race, not a wait for anything
       }
     })()
     const raceStarted = performance.now()
     Object.assign(progress, { phase: 'race', done: 0, total: buyers.length, since: raceStarted })
-    const checkouts = await mapConcurrent(buyers, options.concurrency, async (buyer, i): Promise<Attempt> => {
+    // If the race fails, the restocks stop and end before the failure is told (not after, masking it).
+    const race = mapConcurrent(buyers, options.concurrency, async (buyer, i): Promise<Attempt> => {
       const headers = await authorize(buyer.userId)
       const started = performance.now()
       let status = 0
@@ -266,7 +270,10 @@ export async function runFlashSale(
       if (outcome.kind === 'accepted') await afterCheckout(buyer.userId, outcome.orders)
       return { cartId: buyer.cartId, buyerId: buyer.userId, wants: buyer.wants, outcome }
     })
-    racing = false
+    const checkouts = await race.finally(async () => {
+      racing = false
+      await restocking.catch(() => {})
+    })
     await restocking
     const raceMs = performance.now() - raceStarted
     onPhaseDone({ ...progress })
@@ -280,9 +287,10 @@ export async function runFlashSale(
         : undefined
 
     Object.assign(progress, { phase: 'verdict', since: performance.now() })
-    // Orders left pending expire once the service's payment deadline
-    // (ORDER_PAYMENT_TTL) has passed and its timer has run: wait for that,
-    // order by order, at most expireWithinMs.
+    // Orders left pending expire once overdue and the service's timer has
+    // run: wait for that, order by order, at most expireWithinMs.
+    if (options.expireWithinMs && sql)
+      await sql`update waitress.orders set created_at = now() - interval '1 day' where id = any (${pendingOrders.map((o) => o.orderId)}::bigint[]) and state = 'pending'`
     if (options.expireWithinMs) lifecycle.expired = await expiredWithin(pendingOrders, options.expireWithinMs, call)
     const run: Run = { initialStock, checkouts, deadlocksBefore: before?.deadlocks, statsEpoch: before?.epoch, retriesBefore, stockAdjustments }
     const service = retriesBefore ? counters : undefined

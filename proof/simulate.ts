@@ -34,8 +34,11 @@ const USAGE = `usage: npm run simulate -- [flags]
   --cancel-rate R    share (0-1) of accepted buyers who cancel, half after
                      paying: their stock must come back          (default 0)
   --expire           buyers who don't cancel either pay or leave their order
-                     pending until the payment deadline expires it (the
-                     service started here uses ORDER_PAYMENT_TTL=2s)
+                     pending until the service expires it: with a database
+                     URL (or the service started here, which runs
+                     expire_orders() every second) those orders are made
+                     overdue in the database after the race; with --url
+                     alone, the service's own ORDER_PAYMENT_TTL applies
   --restocks N       restocks of random products during the race (default 0)
   --seed N           seeds the carts' contents, to replay a run (default: random)
   --url URL          a running service to sell on               (default: start one)
@@ -68,8 +71,7 @@ function share(values: Record<string, unknown>, name: string): number {
   return value
 }
 
-/** With --expire the service started here has a 2 s payment deadline, checked every second; the run waits for it, at most a minute. */
-const EXPIRY_TTL = '2s'
+/** With --expire the service started here runs expire_orders() every second; the run waits for it, at most a minute. */
 const EXPIRY_WAIT_MS = 60_000
 
 export function parseFlags(argv: string[]): Omit<FlashSaleOptions, 'baseUrl'> & { url?: string; help: boolean } {
@@ -250,7 +252,7 @@ async function main(argv: string[]): Promise<number> {
   let service: Awaited<ReturnType<typeof startService>> | undefined
   if (!flags.url) {
     try {
-      service = await (starting = startService(say, flags.expireWithinMs ? { ORDER_PAYMENT_TTL: EXPIRY_TTL, EXPIRE_ORDERS_EVERY: '1s' } : {}))
+      service = await (starting = startService(say, flags.expireWithinMs ? { EXPIRE_ORDERS_EVERY: '1s' } : {}))
     } catch (error) {
       return stopping ? 130 : fail(error)
     }
