@@ -83,7 +83,8 @@ export async function serviceOn(url: string, env: Record<string, string> = {}) {
     LOG_LEVEL: 'warn',
     ...env,
   })
-  const output = new Response(service.child.stdout).text()
+  // Everything it wrote to stdout, once it has exited (startService reads its output as it comes).
+  const output = service.exit().then(() => service.output().stdout)
   return { ...service, output }
 }
 
@@ -184,7 +185,9 @@ export async function judgeRace(db: Sql, label: string, buyers: Buyer[], replies
     const buyer = wants.get(reply.cartId)!
     return { cartId: buyer.cartId, buyerId: buyer.userId, wants: buyer.wants, outcome: outcomeOfHttp(reply.status, reply.body) }
   })
-  const verdict = await checkInvariants(db, { ...run.start, checkouts, indefinite: true })
+  // The service stays up, and after a failover the deadlock counter is another server's: the
+  // count is read at once and may not compare, which the verdict notes (faults were injected).
+  const verdict = await checkInvariants(db, { ...run.start, checkouts, indefinite: true }, { flush: false })
   const statuses: Record<string, number> = {}
   for (const { status, body } of replies) {
     const key = body?.code && status >= 500 ? `${status} ${body.code}` : String(status)
@@ -197,7 +200,7 @@ export async function judgeRace(db: Sql, label: string, buyers: Buyer[], replies
       `verdict ${verdict.ok ? 'ok' : 'VIOLATED'} (${verdict.violations.length} violations of ${verdict.checked.length} invariants); ` +
       verdict.products.map((p) => `product ${p.productId}: ${p.initial} → ${p.remaining}, sold ${p.sold}`).join('; '),
   )
-  expectClean(verdict)
+  expectClean(verdict, { indefinite: true })
   expect(await auditOf(db, run.productIds)).toEqual([])
   expect(found).toBe(acknowledged.length)
   // A failure is a 503 with Retry-After, never a 500; no request went unanswered.
