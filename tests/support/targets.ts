@@ -1,4 +1,5 @@
 import { createApp } from '../../src/app.ts'
+import { Metrics } from '../../src/observability/metrics.ts'
 import { retriesIn } from '../../proof/database-facts.ts'
 import type { RetryCounts } from '../../proof/judge.ts'
 import { appDatabaseUrl, recyclablePool, testDatabaseUrl } from './db.ts'
@@ -44,7 +45,9 @@ export const inProcessApp: TargetKind = {
   async open() {
     const applicationName = nameFor('app')
     const pool = recyclablePool(appDatabaseUrl(), { max: 10, role: 'waitress_api', applicationName })
-    const server = createApp(pool, { orderPlacer: { flashSaleCheckEveryMs: 0 } }).listen({ port: 0, hostname: '127.0.0.1' })
+    // Metrics of its own (no process-wide defaults): the race reads its batches from /metrics.
+    const metrics = new Metrics(undefined, { defaultMetrics: false })
+    const server = createApp(pool, { orderPlacer: { flashSaleCheckEveryMs: 0 }, metrics }).listen({ port: 0, hostname: '127.0.0.1' })
     const baseUrl = `http://127.0.0.1:${server.server!.port}`
     return {
       baseUrl,
