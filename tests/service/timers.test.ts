@@ -35,8 +35,23 @@ async function stateOf(orderId: number): Promise<string> {
   return state
 }
 
+/**
+ * A tick runs a job only when its lease (waitress.job_leases) says a period
+ * has passed since any process ran it: these make the period pass, as
+ * agePastDeadline makes an order overdue, instead of waiting for it.
+ */
+async function leaseFree(job: string) {
+  await sql`delete from waitress.job_leases where job = ${job}`
+}
+async function periodPassed(job: string) {
+  await sql`update waitress.job_leases set ran_at = ran_at - interval '1 day' where job = ${job}`
+}
+
 describe('the expiry timer', () => {
-  it('expires the overdue orders at each tick of its schedule, every EXPIRE_ORDERS_EVERY, and stops when told', async () => {
+  afterEach(() => leaseFree('expire_orders'))
+
+  it('expires the overdue orders at each tick of its schedule once EXPIRE_ORDERS_EVERY has passed, and stops when told', async () => {
+    await leaseFree('expire_orders')
     const product = await createProduct(sql, { stock: 5 })
     const orderId = await placedOrder(sql, product.id, 2)
     const timer = manualSchedule()
@@ -48,6 +63,10 @@ describe('the expiry timer', () => {
 
     await agePastDeadline(sql, [orderId])
     await timer.tick()
+    expect(await stateOf(orderId)).toBe('pending') // overdue, but the job ran less than a period ago
+
+    await periodPassed('expire_orders')
+    await timer.tick()
     expect(await stateOf(orderId)).toBe('expired')
     expect(await stockOf(sql, product.id)).toBe(5)
     expect(logged).toContainEqual({ msg: 'expired overdue orders', fields: { expired: expect.any(Number) } })
@@ -57,6 +76,7 @@ describe('the expiry timer', () => {
   })
 
   it('does nothing at a tick while the previous run is still in the database', async () => {
+    await leaseFree('expire_orders')
     const product = await createProduct(sql, { stock: 5 })
     const orderId = await placedOrder(sql, product.id)
     await agePastDeadline(sql, [orderId])
@@ -94,7 +114,10 @@ describe('the purge timer', () => {
   const keyLeft = async (key: string) => (await sql`select 1 from waitress.idempotency_keys where key = ${key}`).length > 0
   const windowLeft = async (client: string) => (await sql`select 1 from waitress.rate_limit_windows where client = ${client}`).length > 0
 
-  it('purges expired idempotency keys and ended rate-limit windows at start, then at each tick every PURGE_INTERVAL', async () => {
+  afterEach(() => leaseFree('purge'))
+
+  it('purges expired idempotency keys and ended rate-limit windows at start, then at each tick once PURGE_INTERVAL has passed', async () => {
+    await leaseFree('purge')
     const [key, window] = [await expiredKey(), await endedWindow()]
     const timer = manualSchedule()
     const stop = startPurging(apiSql(), 3600, log, timer.schedule)
@@ -106,6 +129,11 @@ describe('the purge timer', () => {
       await sql`update waitress.rate_limit_windows set window_ends_at = now() + interval '1 minute' where client = ${client}`
       return client
     })
+    await timer.tick()
+    // The purge ran less than a period ago: this tick leaves them.
+    expect([await keyLeft(later), await windowLeft(laterWindow), await windowLeft(fresh)]).toEqual([true, true, true])
+
+    await periodPassed('purge')
     await timer.tick()
     expect([await keyLeft(later), await windowLeft(laterWindow), await windowLeft(fresh)]).toEqual([false, false, true])
     expect(logged.filter((line) => line.msg === 'purged').at(-1)?.fields).toEqual({
