@@ -12,6 +12,7 @@ import { outcomeOfHttp } from '../../proof/outcomes.ts'
 import { auditOf, createProduct } from '../support/fixtures.ts'
 import { buyersWith, expectClean, randomInt, type Buyer } from '../support/proof.ts'
 import { startService, type RunningService } from '../support/service.ts'
+import { until as waitUntil } from '../support/wait.ts'
 
 /**
  * The pieces of the failover tests: a cluster script run as a child process
@@ -54,15 +55,13 @@ export function cluster(script: 'ha.sh' | 'manual-standby.sh', env: Record<strin
   }
 }
 
-/** Polls `check` until it returns a value other than undefined, at most `timeoutMs`. */
+/**
+ * The suite's bounded wait (tests/support/wait.ts), with the longer
+ * deadlines a failover needs: polls `check` until it returns a value, at most
+ * `timeoutMs`; a check that throws (a node still down) has not happened yet.
+ */
 export async function until<T>(what: string, check: () => Promise<T | undefined>, timeoutMs: number, everyMs = 100): Promise<T> {
-  const deadline = performance.now() + timeoutMs
-  for (;;) {
-    const value = await check().catch(() => undefined)
-    if (value !== undefined) return value
-    if (performance.now() > deadline) throw new Error(`gave up waiting after ${timeoutMs} ms: ${what}`)
-    await Bun.sleep(everyMs)
-  }
+  return await waitUntil(what, () => check().catch(() => undefined), { deadlineMs: timeoutMs, everyMs })
 }
 
 /** The same URL as another login (libpq's several hosts are no WHATWG URL). */
