@@ -1,5 +1,5 @@
 import type { Sql } from '../src/db/client.ts'
-import { judge, type Facts, type OrderLine, type Run, type Verdict } from './judge.ts'
+import { judge, type Facts, type OrderLine, type RetryCounts, type Run, type Verdict } from './judge.ts'
 import { auditRow } from './outcomes.ts'
 
 /**
@@ -7,23 +7,148 @@ import { auditRow } from './outcomes.ts'
  * consistent snapshot (see api-facts.ts for the same through the HTTP API).
  */
 
-/** PostgreSQL's count of deadlocks detected in this database so far. */
-export async function deadlockCount(sql: Sql): Promise<number> {
-  await sql`select pg_stat_clear_snapshot()`
-  const [row] = await sql<{ deadlocks: number }[]>`select deadlocks::int as deadlocks from pg_stat_database where datname = current_database()`
-  return row.deadlocks
+/** Where a run's service keeps its own counters: its GET /metrics (serviceMetrics), or an in-process count. */
+export interface ServiceCounters {
+  /** Statements the service has run again so far after a deadlock or a serialization failure. */
+  retries(): Promise<RetryCounts>
+}
+
+/** A service's counters read from its Prometheus metrics (waitress_db_retries_total). */
+export function serviceMetrics(baseUrl: string, headers: () => Promise<Record<string, string>> = async () => ({})): ServiceCounters {
+  return {
+    async retries() {
+      const response = await fetch(`${baseUrl}/metrics`, { headers: await headers() })
+      if (!response.ok) throw new Error(`GET ${baseUrl}/metrics answered ${response.status}`)
+      return retriesIn(await response.text())
+    },
+  }
+}
+
+/** waitress_db_retries_total from a Prometheus text exposition; an error when the service does not expose it. */
+export function retriesIn(metrics: string): RetryCounts {
+  const count = (code: string) => {
+    const match = new RegExp(`^waitress_db_retries_total\\{code="${code}"\\} (\\S+)$`, 'm').exec(metrics)
+    if (!match) throw new Error(`the service does not count its retries after ${code} (no waitress_db_retries_total{code="${code}"} in its metrics)`)
+    return Number(match[1])
+  }
+  return { deadlocks: count('40P01'), serializationFailures: count('40001') }
+}
+
+export interface ReadOptions {
+  /** The service whose retries the verdict must count (see ServiceCounters). */
+  service?: ServiceCounters
+  /**
+   * Ends the sessions that took part in the run (pools that reconnect by
+   * themselves, or a service stopped gracefully), so that PostgreSQL
+   * publishes their statistics; see deadlockCount. Default:
+   * readDefaults.publish.
+   */
+  publish?: () => Promise<void>
+  /**
+   * Wait until every other session of the database has ended before reading
+   * the deadlock counter (default true). Off: the count is read at once and
+   * the verdict says it may lag (for runs whose service must stay up).
+   */
+  flush?: boolean
+}
+
+/** What a process (the test suite) sets once: how its own pools publish their statistics. */
+export const readDefaults: Pick<ReadOptions, 'publish'> = {}
+
+export interface DeadlockReading {
+  deadlocks: number
+  /** When the server started (pg_postmaster_start_time): counts of two server lives do not compare. */
+  epoch: string
+  /** Why the count may lag behind, when some session could not be made to publish its statistics. */
+  unflushed?: string
+}
+
+/** How long the sessions that publish() ended may take to leave; only a session something keeps open runs into it. */
+const FLUSH_DEADLINE_MS = 15_000
+
+/**
+ * PostgreSQL's count of deadlocks detected in this database so far, read
+ * once every session's statistics are published. A backend counts a
+ * deadlock it detects in its own memory and publishes it at most once a
+ * second, up to 10 s later when it falls idle (PGSTAT_IDLE_INTERVAL), and
+ * always when it exits; an immediate shutdown loses it. So: publish() ends
+ * the sessions that took part, the count is read once every other session
+ * that was open has left pg_stat_activity (a backend publishes before it
+ * leaves), and the reading session publishes its own through
+ * pg_stat_force_next_flush(). Sessions are never killed from here: a pool
+ * whose connection is killed under it fails its next query.
+ */
+export async function deadlockCount(sql: Sql, options: Omit<ReadOptions, 'service'> = {}): Promise<DeadlockReading> {
+  const flush = options.flush ?? true
+  const publish = options.publish ?? readDefaults.publish
+  const [{ others, self }] = await sql<{ others: { pid: number; name: string }[]; self: number }[]>`
+    select coalesce(jsonb_agg(jsonb_build_object('pid', pid, 'name', application_name)) filter (where pid <> pg_backend_pid()), '[]') as others,
+           pg_backend_pid() as self
+      from pg_stat_activity
+     where datname = current_database() and backend_type = 'client backend'`
+  if (flush) await publish?.()
+  const session = await sql.reserve()
+  try {
+    const [{ pid: reader }] = await session<{ pid: number }[]>`select pg_backend_pid() as pid`
+    // The session that listed the others, unless it is the one reading now, is one of them.
+    const open = [...others, { pid: self, name: '(the reader)' }].filter((s) => s.pid !== reader)
+    let unflushed: string | undefined
+    if (!flush) unflushed = 'it was read without waiting for the other sessions to publish their statistics (up to 10 s late)'
+    else {
+      const deadline = performance.now() + FLUSH_DEADLINE_MS
+      for (;;) {
+        const left = await session<{ pid: number }[]>`select pid from pg_stat_activity where pid = any (${open.map((s) => s.pid)}::int[])`
+        if (left.length === 0) break
+        if (performance.now() > deadline) {
+          const names = [...new Set(open.filter((s) => left.some((l) => l.pid === s.pid)).map((s) => s.name || '(no application_name)'))]
+          unflushed = `${left.length} sessions open during the run were never ended, so may not have published their statistics (${names.join(', ')})`
+          break
+        }
+        await Bun.sleep(5)
+      }
+    }
+    try {
+      // Publishes this session's own statistics as the statement ends.
+      await session`select pg_stat_force_next_flush()`
+    } catch (error) {
+      unflushed ??= `the reading session could not publish its own statistics: ${(error as Error).message}`
+    }
+    const [row] = await session<{ deadlocks: number; epoch: string }[]>`
+      select deadlocks::int as deadlocks, pg_postmaster_start_time()::text as epoch
+        from pg_stat_database where datname = current_database()`
+    return { deadlocks: row.deadlocks, epoch: row.epoch, unflushed }
+  } finally {
+    session.release()
+  }
+}
+
+async function serviceRetries(service: ServiceCounters | undefined): Promise<RetryCounts | undefined> {
+  return service ? await service.retries() : undefined
 }
 
 /**
  * What a run starts with: the products' stock (in the order given, which the
- * verdict's tallies follow) and the deadlock counter, read just before the release.
+ * verdict's tallies follow), the deadlock counter and the service's retries,
+ * read just before the release. The counter is read at once: a count that
+ * lags before the run can only make the run look worse, never better (the
+ * reading after it, in readFacts, is the one that must be complete).
  */
-export async function startRun(sql: Sql, productIds: readonly number[]): Promise<Pick<Run, 'initialStock' | 'deadlocksBefore'>> {
+export async function startRun(
+  sql: Sql,
+  productIds: readonly number[],
+  options: Pick<ReadOptions, 'service'> = {},
+): Promise<Pick<Run, 'initialStock' | 'deadlocksBefore' | 'statsEpoch' | 'retriesBefore'>> {
   const rows = await sql<{ id: number; stock: number }[]>`select id, stock from waitress.products where id = any (${productIds as number[]}::bigint[])`
   const stock = new Map(rows.map((row) => [row.id, row.stock]))
   const missing = productIds.filter((id) => !stock.has(id))
   if (missing.length > 0) throw new Error(`no product with id ${missing.join(', ')}`)
-  return { initialStock: new Map(productIds.map((id) => [id, stock.get(id)!])), deadlocksBefore: await deadlockCount(sql) }
+  const reading = await deadlockCount(sql, { flush: false })
+  return {
+    initialStock: new Map(productIds.map((id) => [id, stock.get(id)!])),
+    deadlocksBefore: reading.deadlocks,
+    statsEpoch: reading.epoch,
+    retriesBefore: await serviceRetries(options.service),
+  }
 }
 
 /**
@@ -32,11 +157,12 @@ export async function startRun(sql: Sql, productIds: readonly number[]): Promise
  * carts (plus any order a client reported, so a missing one shows). Needs
  * only read access (waitress_api is enough).
  */
-export async function readFacts(sql: Sql, run: Run): Promise<Facts> {
+export async function readFacts(sql: Sql, run: Run, options: ReadOptions = {}): Promise<Facts> {
   const productIds = [...run.initialStock.keys()]
   const cartIds = [...new Set(run.checkouts.map((c) => c.cartId))]
   const reportedIds = run.checkouts.flatMap((c) => (c.outcome.kind === 'accepted' ? c.outcome.orders.map((o) => o.id) : []))
-  const deadlocks = await deadlockCount(sql)
+  const retries = await serviceRetries(options.service)
+  const reading = await deadlockCount(sql, options)
 
   return sql.begin('isolation level repeatable read read only', async (tx) => {
     const products = await tx<{ id: number; stock: number; price: number; active: boolean; seller_id: number }[]>`
@@ -76,13 +202,16 @@ export async function readFacts(sql: Sql, run: Run): Promise<Facts> {
       ),
       carts: new Set(cartIds),
       openItemsOnly: false,
-      deadlocks,
+      deadlocks: reading.deadlocks,
+      statsEpoch: reading.epoch,
+      deadlocksUnflushed: reading.unflushed,
+      retries,
       audit: audit.map(auditRow),
     }
   })
 }
 
-/** Reads the database after a run and judges it. */
-export async function checkInvariants(sql: Sql, run: Run): Promise<Verdict> {
-  return judge(run, await readFacts(sql, run))
+/** Reads the database (and the service's counters) after a run and judges it. */
+export async function checkInvariants(sql: Sql, run: Run, options: ReadOptions = {}): Promise<Verdict> {
+  return judge(run, await readFacts(sql, run, options))
 }

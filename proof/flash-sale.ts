@@ -2,7 +2,7 @@ import { createSql } from '../src/db/client.ts'
 import { fetchFacts } from './api-facts.ts'
 import { openContract, type Authorize } from './auth.ts'
 import { mapConcurrent } from './concurrency.ts'
-import { deadlockCount, readFacts } from './database-facts.ts'
+import { deadlockCount, readFacts, serviceMetrics } from './database-facts.ts'
 import { judge, type Attempt, type Run, type Verdict } from './judge.ts'
 import { outcomeOfHttp } from './outcomes.ts'
 
@@ -24,15 +24,26 @@ export interface FlashSaleOptions {
   /** Share (0 to 1) of accepted buyers who cancel at once, half of them after paying: their stock must come back. */
   cancelRate?: number
   /**
-   * Buyers who neither cancel nor pay leave their orders pending, and the
-   * run waits this long (ms) after the race for the service's payment
-   * deadline to expire them (0: everyone else pays at once).
+   * Buyers who neither cancel nor pay leave their orders pending, and after
+   * the race the run waits, at most this long (ms), until the service's
+   * expiry timer has expired every one of them (0: everyone else pays at
+   * once). With databaseUrl, the orders left pending are first made overdue
+   * in the database (created a day ago): the service's next run takes them,
+   * whatever its ORDER_PAYMENT_TTL, while the orders buyers pay are never at
+   * risk of expiring first. Without it, the service's own deadline applies.
    */
-  expireAfterMs?: number
+  expireWithinMs?: number
   /** Restocks of random products, by their sellers, during the race. */
   restocks?: number
   /** The service's database, for a complete verdict; without it the verdict reads the API. */
   databaseUrl?: string
+  /**
+   * Ends the sessions that served the race once it is over (stops the
+   * service, ends pools), so that PostgreSQL publishes their statistics
+   * before the verdict reads its deadlock counter. Without it the verdict
+   * reads the counter at once and notes that it may lag (see deadlockCount).
+   */
+  publishStatistics?: () => Promise<void>
   /** Headers for a request on behalf of a user: bearer tokens when the service has AUTH_JWT_SECRET. */
   authorize?: Authorize
 }
@@ -68,8 +79,8 @@ export interface FlashSaleResult {
   verdict: Verdict
   /** Checkout calls during the race and the checkouts they carried, from the service's /metrics. */
   batches?: { count: number; checkouts: number }
-  /** What accepted buyers did next: cancelled, paid then cancelled, paid, left pending to expire. */
-  lifecycle: { cancelled: number; paidThenCancelled: number; paid: number; leftPending: number }
+  /** What accepted buyers did next: cancelled, paid then cancelled, paid, left pending to expire (and how many of those the service expired in time). */
+  lifecycle: { cancelled: number; paidThenCancelled: number; paid: number; leftPending: number; expired: number }
 }
 
 const SELLERS = 3
@@ -174,14 +185,20 @@ export async function runFlashSale(
   const setupMs = performance.now() - setupStarted
   onPhaseDone({ ...progress })
 
-  const sql = options.databaseUrl ? createSql(options.databaseUrl, { max: 2 }) : undefined
+  // One connection: the session that lists the others is the one that reads the counter.
+  const sql = options.databaseUrl ? createSql(options.databaseUrl, { max: 1 }) : undefined
   try {
-    const deadlocksBefore = sql ? await deadlockCount(sql) : undefined
+    // Read before the race, a count that lags can only make the race look worse.
+    const before = sql ? await deadlockCount(sql, { flush: false }) : undefined
+    // The service's own count of statements it ran again (a deadlock it retried never reaches a client).
+    const counters = serviceMetrics(baseUrl, () => authorize(products[0].sellerId))
+    const retriesBefore = await counters.retries().catch(() => undefined)
     const batchesBefore = await batchesSoFar()
 
     const latencies = new Array<number>(buyers.length)
     const cancelRate = options.cancelRate ?? 0
-    const lifecycle = { cancelled: 0, paidThenCancelled: 0, paid: 0, leftPending: 0 }
+    const lifecycle = { cancelled: 0, paidThenCancelled: 0, paid: 0, leftPending: 0, expired: 0 }
+    const pendingOrders: { orderId: number; buyerId: number }[] = []
     // After a checkout: cancel (some after paying), pay, or leave pending for the payment deadline.
     const afterCheckout = async (userId: number, orders: { id: number }[]) => {
       const roll = random.next()
@@ -193,9 +210,10 @@ export async function runFlashSale(
           await call(userId, 'POST', `/orders/${order.id}/pay`)
           await call(userId, 'POST', `/orders/${order.id}/cancel`)
           lifecycle.paidThenCancelled++
-        } else if (options.expireAfterMs && roll < cancelRate + (1 - cancelRate) / 2) {
+        } else if (options.expireWithinMs && roll < cancelRate + (1 - cancelRate) / 2) {
           lifecycle.leftPending++
-        } else if (cancelRate > 0 || options.expireAfterMs) {
+          pendingOrders.push({ orderId: order.id, buyerId: userId })
+        } else if (cancelRate > 0 || options.expireWithinMs) {
           await call(userId, 'POST', `/orders/${order.id}/pay`)
           lifecycle.paid++
         }
@@ -209,12 +227,13 @@ export async function runFlashSale(
         const quantity = random.int(1, 5)
         await call(product.sellerId, 'POST', `/products/${product.id}/restock`, { quantity, note: 'simulated restock' })
         stockAdjustments.set(product.id, [...(stockAdjustments.get(product.id) ?? []), quantity])
-        await Bun.sleep(10)
+        await Bun.sleep(10) // spread over the race, not a wait for anything
       }
     })()
     const raceStarted = performance.now()
     Object.assign(progress, { phase: 'race', done: 0, total: buyers.length, since: raceStarted })
-    const checkouts = await mapConcurrent(buyers, options.concurrency, async (buyer, i): Promise<Attempt> => {
+    // If the race fails, the restocks stop and end before the failure is told (not after, masking it).
+    const race = mapConcurrent(buyers, options.concurrency, async (buyer, i): Promise<Attempt> => {
       const headers = await authorize(buyer.userId)
       const started = performance.now()
       let status = 0
@@ -233,7 +252,10 @@ export async function runFlashSale(
       if (outcome.kind === 'accepted') await afterCheckout(buyer.userId, outcome.orders)
       return { cartId: buyer.cartId, buyerId: buyer.userId, wants: buyer.wants, outcome }
     })
-    racing = false
+    const checkouts = await race.finally(async () => {
+      racing = false
+      await restocking.catch(() => {})
+    })
     await restocking
     const raceMs = performance.now() - raceStarted
     onPhaseDone({ ...progress })
@@ -245,16 +267,37 @@ export async function runFlashSale(
         : undefined
 
     Object.assign(progress, { phase: 'verdict', since: performance.now() })
-    // Orders left pending expire once the service's payment deadline (ORDER_PAYMENT_TTL) passes.
-    if (options.expireAfterMs) await Bun.sleep(options.expireAfterMs)
-    const run: Run = { initialStock, checkouts, deadlocksBefore, stockAdjustments }
-    const facts = sql ? await readFacts(sql, run) : await fetchFacts(baseUrl, run, { authorize })
+    // Orders left pending expire once overdue and the service's timer has
+    // run: wait for that, order by order, at most expireWithinMs.
+    if (options.expireWithinMs && sql)
+      await sql`update waitress.orders set created_at = now() - interval '1 day' where id = any (${pendingOrders.map((o) => o.orderId)}::bigint[]) and state = 'pending'`
+    if (options.expireWithinMs) lifecycle.expired = await expiredWithin(pendingOrders, options.expireWithinMs, call)
+    const run: Run = { initialStock, checkouts, deadlocksBefore: before?.deadlocks, statsEpoch: before?.epoch, retriesBefore, stockAdjustments }
+    const service = retriesBefore ? counters : undefined
+    const publish = options.publishStatistics
+    const facts = sql ? await readFacts(sql, run, { service, publish, flush: publish !== undefined }) : { ...(await fetchFacts(baseUrl, run, { authorize })), retries: await service?.retries() }
     const verdict = judge(run, facts)
     onPhaseDone({ ...progress })
     progress.phase = 'done'
     return { options, products, checkouts, latencies, cartLines, setupMs, raceMs, verdict, batches, lifecycle }
   } finally {
     await sql?.end({ timeout: 5 })
+  }
+}
+
+/** How many of these pending orders the service has expired, waiting until all have or `withinMs` has passed. */
+async function expiredWithin(
+  orders: { orderId: number; buyerId: number }[],
+  withinMs: number,
+  call: (asUser: number, method: string, path: string) => Promise<any>,
+): Promise<number> {
+  const deadline = performance.now() + withinMs
+  const expired = new Set<number>()
+  for (;;) {
+    for (const { orderId, buyerId } of orders)
+      if (!expired.has(orderId) && (await call(buyerId, 'GET', `/orders/${orderId}`)).state === 'expired') expired.add(orderId)
+    if (expired.size === orders.length || performance.now() > deadline) return expired.size
+    await Bun.sleep(100)
   }
 }
 

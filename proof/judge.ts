@@ -43,6 +43,17 @@ export type Outcome =
   /** 5xx, a transient database error or no answer at all: never acceptable in a race. */
   | { kind: 'failed'; status: number; code?: string; message: string }
 
+/**
+ * Statements a service ran again after PostgreSQL refused them with a
+ * deadlock (40P01) or a serialization failure (40001): its
+ * waitress_db_retries_total. A retry that succeeds hides the failure from
+ * the client, so the checker asks the service.
+ */
+export interface RetryCounts {
+  deadlocks: number
+  serializationFailures: number
+}
+
 export interface Attempt {
   /** The cart checked out. Several clients may check out one cart. */
   cartId: number
@@ -65,8 +76,16 @@ export interface Run {
   stockAdjustments?: ReadonlyMap<number, readonly number[]>
   /** Refusal codes this run may produce; any other refusal is a violation. Default: only WA004 (insufficient stock). */
   expectedRefusals?: readonly string[]
-  /** PostgreSQL's deadlock counter for the database before the run (see startRun). */
+  /** PostgreSQL's deadlock counter for the database before the run, read once every session's statistics were flushed (see startRun). */
   deadlocksBefore?: number
+  /**
+   * When the server that counted `deadlocksBefore` started: a restart in
+   * between makes the counters incomparable (an immediate shutdown discards
+   * them).
+   */
+  statsEpoch?: string
+  /** The service's own count of statements it ran again, before the run (see ServiceCounters); absent without a service. */
+  retriesBefore?: RetryCounts
   /**
    * The run injected faults (dropped connections, a restart, a slow network):
    * a failed outcome is indefinite, the checkout may or may not have taken
@@ -108,7 +127,14 @@ export interface Facts {
   carts: Set<number>
   /** true when only open (unpurchased) items could be read. */
   openItemsOnly: boolean
+  /** PostgreSQL's deadlock counter for the database after the run. */
   deadlocks?: number
+  /** When the server that counted `deadlocks` started (see Run.statsEpoch). */
+  statsEpoch?: string
+  /** Why `deadlocks` may lag behind (other sessions' statistics were not flushed before reading it), if so. */
+  deadlocksUnflushed?: string
+  /** The service's retries so far (see RetryCounts); absent without a service. */
+  retries?: RetryCounts
   /** What inventory_audit() says about the run's products (it must say nothing); unknown when it could not be read. */
   audit?: AuditRow[]
 }
@@ -172,6 +198,14 @@ export interface Verdict {
   checked: string[]
   products: ProductTally[]
   source: Facts['source']
+  /**
+   * Deadlocks PostgreSQL detected in the database during the run, read after
+   * every session's statistics were flushed; undefined when they could not be
+   * counted (see notes).
+   */
+  deadlocks?: number
+  /** Statements the service ran again during the run; undefined when no service's counters were read. */
+  retries?: RetryCounts
   /** What this verdict could not see. */
   notes: string[]
 }
@@ -194,6 +228,10 @@ export interface Evidence {
   byCart: Map<number, Attempt[]>
   /** Order id → the checkouts that were told about it. */
   reported: Map<number, Attempt[]>
+  /** Deadlocks during the run per PostgreSQL, or why they could not be counted. */
+  deadlocks: { count: number } | { unknown: string }
+  /** Retries the service made during the run, when its counters were read before and after. */
+  retries?: RetryCounts
 }
 
 export interface Invariant {
@@ -483,10 +521,22 @@ export const INVARIANTS: readonly Invariant[] = [
   },
   {
     name: 'no-deadlocks',
-    says: "PostgreSQL's deadlock counter did not move during the run",
-    check({ run, facts }, violate) {
-      if (run.deadlocksBefore !== undefined && facts.deadlocks !== undefined && facts.deadlocks > run.deadlocksBefore)
-        violate(`PostgreSQL detected ${facts.deadlocks - run.deadlocksBefore} deadlocks during the run`)
+    says: 'PostgreSQL detected no deadlock during the run, not even one the service retried and so hid from its client',
+    check({ run, facts, deadlocks, retries }, violate) {
+      if ('count' in deadlocks && deadlocks.count > 0) violate(`PostgreSQL detected ${deadlocks.count} deadlocks during the run`)
+      // Strict (no fault injected): a count that cannot be compared is no proof of none.
+      if ('unknown' in deadlocks && facts.source === 'database' && !run.indefinite)
+        violate(`PostgreSQL's deadlock counter could not be compared across the run: ${deadlocks.unknown}`)
+      if (retries && retries.deadlocks > 0)
+        violate(`the service ran ${retries.deadlocks} statements again after a deadlock (40P01): its clients never heard of them`)
+    },
+  },
+  {
+    name: 'no-serialization-failures',
+    says: 'no statement failed with a serialization failure (40001) during the run, not even one the service retried',
+    check({ retries }, violate) {
+      if (retries && retries.serializationFailures > 0)
+        violate(`the service ran ${retries.serializationFailures} statements again after a serialization failure (40001): its clients never heard of them`)
     },
   },
 ]
@@ -501,6 +551,14 @@ export function judge(run: Run, facts: Facts, invariants: readonly Invariant[] =
       for (const order of checkout.outcome.orders) reported.set(order.id, [...(reported.get(order.id) ?? []), checkout])
   }
   const edits = [...(run.stockAdjustments ?? [])].flatMap(([productId, deltas]) => deltas.map((delta) => ({ productId, delta })))
+  const deadlocks = deadlocksDuring(run, facts)
+  const retries =
+    run.retriesBefore && facts.retries
+      ? {
+          deadlocks: facts.retries.deadlocks - run.retriesBefore.deadlocks,
+          serializationFailures: facts.retries.serializationFailures - run.retriesBefore.serializationFailures,
+        }
+      : undefined
   const evidence: Evidence = {
     run,
     facts,
@@ -519,6 +577,8 @@ export function judge(run: Run, facts: Facts, invariants: readonly Invariant[] =
     ),
     byCart,
     reported,
+    deadlocks,
+    retries,
   }
 
   const violations: Violation[] = []
@@ -531,14 +591,30 @@ export function judge(run: Run, facts: Facts, invariants: readonly Invariant[] =
       'read through the API: an order no client was told about shows only as stock unaccounted for, ' +
         'and the deadlock counter was not read',
     )
+  else if ('unknown' in deadlocks && run.indefinite) notes.push(`deadlocks not counted: ${deadlocks.unknown}`)
+  if (facts.deadlocksUnflushed && 'count' in deadlocks) notes.push(`the deadlock count may lag: ${facts.deadlocksUnflushed}`)
+  if (facts.source === 'database' && facts.audit === undefined) notes.push('inventory_audit() was not read')
   return {
     ok: violations.length === 0,
     violations,
     checked: invariants.map((invariant) => invariant.name),
     products: tally(evidence),
     source: facts.source,
+    deadlocks: 'count' in deadlocks ? deadlocks.count : undefined,
+    retries,
     notes,
   }
+}
+
+/** PostgreSQL's deadlocks during the run, when the counter was read before and after on the same server life. */
+function deadlocksDuring(run: Run, facts: Facts): Evidence['deadlocks'] {
+  if (facts.source === 'api') return { unknown: 'read through the API' }
+  if (run.deadlocksBefore === undefined) return { unknown: 'it was not read before the run (startRun does)' }
+  if (facts.deadlocks === undefined) return { unknown: 'it was not read after the run' }
+  if (run.statsEpoch !== facts.statsEpoch)
+    return { unknown: `PostgreSQL restarted during the run (started ${run.statsEpoch ?? '?'}, then ${facts.statsEpoch ?? '?'}), which may discard its statistics` }
+  if (facts.deadlocks < run.deadlocksBefore) return { unknown: `it went down from ${run.deadlocksBefore} to ${facts.deadlocks} (statistics reset)` }
+  return { count: facts.deadlocks - run.deadlocksBefore }
 }
 
 function tally({ run, facts, sold, adjusted }: Evidence): ProductTally[] {

@@ -83,12 +83,18 @@ export function report(result: FlashSaleResult): string {
       `batches     ${int(result.batches.checkouts)} checkouts in ${int(result.batches.count)} checkout calls ` +
         `(${result.batches.count ? (result.batches.checkouts / result.batches.count).toFixed(1) : '0'} a call, coalesced as they queued; from the service's /metrics)`,
     )
-  const { cancelled, paidThenCancelled, paid, leftPending } = result.lifecycle
+  const { cancelled, paidThenCancelled, paid, leftPending, expired } = result.lifecycle
   if (cancelled + paidThenCancelled + paid + leftPending > 0)
     out.push(
       `afterwards  ${int(cancelled)} orders cancelled, ${int(paidThenCancelled)} paid then cancelled, ${int(paid)} paid, ` +
-        `${int(leftPending)} left unpaid to expire${options.restocks ? `; ${int(options.restocks)} restocks during the race` : ''}`,
+        `${int(leftPending)} left unpaid to expire${leftPending ? ` (${int(expired)} expired)` : ''}` +
+        `${options.restocks ? `; ${int(options.restocks)} restocks during the race` : ''}`,
     )
+  const { deadlocks, retries } = verdict
+  out.push(
+    `deadlocks   ${deadlocks === undefined ? 'not counted' : `${int(deadlocks)} (PostgreSQL's counter, read after every session's statistics were published)`}` +
+      ` · retries ${retries ? `${int(retries.deadlocks)} after a deadlock, ${int(retries.serializationFailures)} after a serialization failure (the service's /metrics)` : 'not counted by the service'}`,
+  )
   out.push(
     `throughput  ${int((checkouts.length * 1000) / result.raceMs)} checkouts/s (${int(checkouts.length)} in ${seconds(result.raceMs)}, ` +
       `${Math.min(options.concurrency, checkouts.length)} in flight); setup ${int(options.buyers)} carts, ${int(result.cartLines)} lines in ${seconds(result.setupMs)}`,

@@ -1,4 +1,5 @@
 import type { Sql } from '../src/db/client.ts'
+import { deadlockCount, type ReadOptions, type ServiceCounters } from './database-facts.ts'
 import { judge, type AuditRow, type Facts, type OrderLine, type OrderRecord, type Run, type Verdict, type Violation } from './judge.ts'
 import { auditRow } from './outcomes.ts'
 
@@ -20,6 +21,12 @@ import { auditRow } from './outcomes.ts'
  * Each shard is read in one consistent snapshot of its own; read a run that
  * has finished (nothing in flight), the shards' snapshots together are the
  * run's end state.
+ *
+ * Deadlocks are counted as database-facts.ts counts them, on every shard:
+ * each shard's counter is read once the sessions open there during the run
+ * (the router's PL/Proxy connections among them, which end with the router
+ * sessions that opened them) have published their statistics, and the sum is
+ * compared with the sum before the run, on the same server lives.
  */
 
 export interface ShardedFacts {
@@ -39,16 +46,35 @@ export interface CompensatedOrder extends OrderRecord {
   ledger: Map<number, { sales: number; releases: number; sold: number; released: number }>
 }
 
+/**
+ * Every shard's deadlock counter, summed, read one shard after the other as
+ * deadlockCount reads one database (see ReadOptions: publish, flush). The
+ * epoch names every shard's server life, so a shard restarted in between
+ * makes the sums incomparable.
+ */
+async function shardDeadlocks(shards: Sql[], options: Omit<ReadOptions, 'service'>) {
+  let deadlocks = 0
+  const epochs: string[] = []
+  const unflushed: string[] = []
+  for (const [shard, sql] of shards.entries()) {
+    const reading = await deadlockCount(sql, options)
+    deadlocks += reading.deadlocks
+    epochs.push(`shard ${shard}: ${reading.epoch}`)
+    if (reading.unflushed) unflushed.push(`shard ${shard}: ${reading.unflushed}`)
+  }
+  return { deadlocks, epoch: epochs.join(', '), unflushed: unflushed.length ? unflushed.join('; ') : undefined }
+}
+
 /** Reads the run's facts from every shard (their owner pools, in shard order) and merges them. */
-export async function readShardedFacts(shards: Sql[], run: Run): Promise<ShardedFacts> {
+export async function readShardedFacts(shards: Sql[], run: Run, options: ReadOptions = {}): Promise<ShardedFacts> {
   const productIds = [...run.initialStock.keys()]
   const cartIds = [...new Set(run.checkouts.map((c) => c.cartId))]
   const reportedIds = run.checkouts.flatMap((c) => (c.outcome.kind === 'accepted' ? c.outcome.orders.map((o) => o.id) : []))
+  const retries = options.service ? await options.service.retries() : undefined
+  const counted = await shardDeadlocks(shards, options)
 
   const perShard = await Promise.all(
     shards.map(async (sql, shard) => {
-      const [{ deadlocks }] = await sql<{ deadlocks: number }[]>`
-        select deadlocks::int as deadlocks from pg_stat_database where datname = current_database()`
       return sql.begin('isolation level repeatable read read only', async (tx) => {
         const [identity] = await tx<{ partitions: number }[]>`select partitions from waitress.shard_identity`
         const products = await tx<{ id: number; stock: number; price: number; active: boolean; seller_id: number }[]>`
@@ -89,7 +115,7 @@ export async function readShardedFacts(shards: Sql[], run: Run): Promise<Sharded
           select id, user_id from waitress.carts where id = any (${cartIds}::bigint[])`
         const journal = await tx<{ id: string; cart_id: number; started_at: Date }[]>`
           select id::text, cart_id, started_at from waitress.checkouts where cart_id = any (${cartIds}::bigint[])`
-        return { shard, identity, deadlocks, products, orders, ledger, audit, items, carts, journal }
+        return { shard, identity, products, orders, ledger, audit, items, carts, journal }
       })
     }),
   )
@@ -103,10 +129,8 @@ export async function readShardedFacts(shards: Sql[], run: Run): Promise<Sharded
   const audit: AuditRow[] = []
   const homes = new Map<number, { shard: number; userId: number }>()
   const copies: { shard: number; id: number; userId: number }[] = []
-  let deadlocks = 0
 
   for (const part of perShard) {
-    deadlocks += part.deadlocks
     for (const p of part.products) {
       if (!owns(part.shard, p.id)) misplaced.push(`product ${p.id} is on shard ${part.shard}, which does not hold partition ${p.id & 15}`)
       products.set(p.id, { stock: p.stock, price: p.price, active: p.active, sellerId: p.seller_id })
@@ -162,7 +186,10 @@ export async function readShardedFacts(shards: Sql[], run: Run): Promise<Sharded
       cartItems,
       carts: new Set(cartIds),
       openItemsOnly: false,
-      deadlocks,
+      deadlocks: counted.deadlocks,
+      statsEpoch: counted.epoch,
+      deadlocksUnflushed: counted.unflushed,
+      retries,
       audit,
     },
     run: { ...run, stockAdjustments: adjustments },
@@ -172,21 +199,31 @@ export async function readShardedFacts(shards: Sql[], run: Run): Promise<Sharded
   }
 }
 
-/** What a run starts with on shards: the products' stock (each read on its shard) and the deadlock counters. */
-export async function startShardedRun(shards: Sql[], productIds: readonly number[]): Promise<Pick<Run, 'initialStock' | 'deadlocksBefore'>> {
+/**
+ * What a run starts with on shards: the products' stock (each read on its
+ * shard), the deadlock counters (at once: a count that lags before the run
+ * can only make it look worse) and, with a service, its retries so far.
+ */
+export async function startShardedRun(
+  shards: Sql[],
+  productIds: readonly number[],
+  options: { service?: ServiceCounters } = {},
+): Promise<Pick<Run, 'initialStock' | 'deadlocksBefore' | 'statsEpoch' | 'retriesBefore'>> {
   const stock = new Map<number, number>()
-  let deadlocks = 0
   for (const sql of shards) {
     for (const row of await sql<{ id: number; stock: number }[]>`
       select id, stock from waitress.products where id = any (${productIds as number[]}::bigint[])`)
       stock.set(row.id, row.stock)
-    const [row] = await sql<{ deadlocks: number }[]>`
-      select deadlocks::int as deadlocks from pg_stat_database where datname = current_database()`
-    deadlocks += row.deadlocks
   }
   const missing = productIds.filter((id) => !stock.has(id))
   if (missing.length > 0) throw new Error(`no product with id ${missing.join(', ')} on any shard`)
-  return { initialStock: new Map(productIds.map((id) => [id, stock.get(id)!])), deadlocksBefore: deadlocks }
+  const counted = await shardDeadlocks(shards, { flush: false })
+  return {
+    initialStock: new Map(productIds.map((id) => [id, stock.get(id)!])),
+    deadlocksBefore: counted.deadlocks,
+    statsEpoch: counted.epoch,
+    retriesBefore: options.service ? await options.service.retries() : undefined,
+  }
 }
 
 /** The invariants only a sharded deployment can break, each checked on the merged facts. */
@@ -196,10 +233,16 @@ export const SHARDED_INVARIANTS = ['compensated-cleanly', 'journal-settled', 'id
  * Reads every shard after a run and judges it: the judge's invariants plus
  * SHARDED_INVARIANTS. With the router's pool, also asks the router what the
  * service would be told (api.inventory_audit through PL/Proxy): it must say
- * what the shards say.
+ * what the shards say. `options` as for checkInvariants: the service whose
+ * retries count, and how the run's sessions publish their statistics.
  */
-export async function checkShardedInvariants(shards: Sql[], run: Run, router?: Sql): Promise<Verdict & { compensated: number }> {
-  const read = await readShardedFacts(shards, run)
+export async function checkShardedInvariants(
+  shards: Sql[],
+  run: Run,
+  router?: Sql,
+  options: ReadOptions = {},
+): Promise<Verdict & { compensated: number }> {
+  const read = await readShardedFacts(shards, run, options)
   const verdict = judge(read.run, read.facts)
   const extra: Violation[] = []
   if (router) {

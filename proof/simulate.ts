@@ -32,13 +32,19 @@ const USAGE = `usage: npm run simulate -- [flags]
   --cancel-rate R    share (0-1) of accepted buyers who cancel, half after
                      paying: their stock must come back          (default 0)
   --expire           buyers who don't cancel either pay or leave their order
-                     pending until the payment deadline expires it (the
-                     service started here uses ORDER_PAYMENT_TTL=2s)
+                     pending until the service expires it: with a database
+                     URL (or the service started here, which runs
+                     expire_orders() every second) those orders are made
+                     overdue in the database after the race; with --url
+                     alone, the service's own ORDER_PAYMENT_TTL applies
   --restocks N       restocks of random products during the race (default 0)
   --seed N           seeds the carts' contents, to replay a run (default: random)
   --url URL          a running service to sell on               (default: start one)
   --database-url URL that service's database, for a complete verdict
-                     (default: the one it starts; with --url, read through the API)
+                     (default: the one it starts; with --url, read through the API).
+                     Before and after the race the database's other sessions
+                     are ended once idle, so that PostgreSQL publishes their
+                     deadlock counts; pools reconnect by themselves
   --help
 
 With AUTH_JWT_SECRET in the environment (as the service reads it), every
@@ -63,9 +69,8 @@ function share(values: Record<string, unknown>, name: string): number {
   return value
 }
 
-/** With --expire the service started here has a 2 s payment deadline, checked every second: wait for both. */
-const EXPIRY_TTL = '2s'
-const EXPIRY_WAIT_MS = 4_500
+/** With --expire the service started here runs expire_orders() every second; the run waits for it, at most a minute. */
+const EXPIRY_WAIT_MS = 60_000
 
 export function parseFlags(argv: string[]): Omit<FlashSaleOptions, 'baseUrl'> & { url?: string; help: boolean } {
   let values: Record<string, string | boolean | undefined>
@@ -103,7 +108,7 @@ export function parseFlags(argv: string[]): Omit<FlashSaleOptions, 'baseUrl'> & 
     multi: values.multi === true,
     concurrency: positive(values, 'concurrency', 100),
     cancelRate: share(values, 'cancel-rate'),
-    expireAfterMs: values.expire === true ? EXPIRY_WAIT_MS : 0,
+    expireWithinMs: values.expire === true ? EXPIRY_WAIT_MS : 0,
     restocks: positive(values, 'restocks', 0, 0),
     seed: values.seed === undefined ? Math.floor(Math.random() * 2 ** 31) : positive(values, 'seed', 1),
     url: url?.replace(/\/+$/, ''),
@@ -126,12 +131,12 @@ async function startService(log: (line: string) => void, extraEnv: Record<string
   let database: EmbeddedServer | undefined
   let child: ReturnType<typeof Bun.spawn> | undefined
   let stopped: Promise<void> | undefined
+  let apiStopped: Promise<unknown> | undefined
+  // The API process alone (its pool ends, so PostgreSQL publishes its sessions' statistics); the database stays up.
+  const stopApi = () => (apiStopped ??= child ? (child.kill('SIGTERM'), child.exited) : Promise.resolve())
   const stop = () =>
     (stopped ??= (async () => {
-      if (child) {
-        child.kill('SIGTERM')
-        await child.exited
-      }
+      await stopApi()
       await database?.stop().catch(() => {})
       rmSync(dir, { recursive: true, force: true })
     })())
@@ -155,6 +160,7 @@ async function startService(log: (line: string) => void, extraEnv: Record<string
       databaseUrl,
       description: `started for this run on ${redact(databaseUrl)}, as ${new URL(appUrl).username} (data in ${dir}, removed at the end)`,
       errors,
+      stopApi: async () => void (await stopApi()),
       stop,
     }
   } catch (error) {
@@ -242,7 +248,7 @@ async function main(argv: string[]): Promise<number> {
   let service: Awaited<ReturnType<typeof startService>> | undefined
   if (!flags.url) {
     try {
-      service = await (starting = startService(say, flags.expireAfterMs ? { ORDER_PAYMENT_TTL: EXPIRY_TTL, EXPIRE_ORDERS_EVERY: '1s' } : {}))
+      service = await (starting = startService(say, flags.expireWithinMs ? { EXPIRE_ORDERS_EVERY: '1s' } : {}))
     } catch (error) {
       return stopping ? 130 : fail(error)
     }
@@ -254,12 +260,14 @@ async function main(argv: string[]): Promise<number> {
     baseUrl: flags.url ?? service!.url,
     databaseUrl: flags.databaseUrl ?? service?.databaseUrl,
     authorize: secret ? bearerTokens(secret) : openContract,
+    // Its own service is stopped before the verdict, so the deadlock count it reads is complete.
+    publishStatistics: service?.stopApi,
   }
   say(
     `Waitress flash sale: ${options.buyers.toLocaleString('en-US')} buyers, ${options.products} products × ${options.stock.toLocaleString('en-US')} in stock, ` +
       `1-${options.maxQty} units a line, ${options.multi ? 'carts of 2-4 products' : 'one product a cart'}` +
       `${options.cancelRate ? `, ${Math.round(options.cancelRate * 100)}% cancel` : ''}` +
-      `${options.expireAfterMs ? ', unpaid orders expire' : ''}${options.restocks ? `, ${options.restocks} restocks` : ''}, seed ${options.seed}`,
+      `${options.expireWithinMs ? ', unpaid orders expire' : ''}${options.restocks ? `, ${options.restocks} restocks` : ''}, seed ${options.seed}`,
   )
   say(`service     ${options.baseUrl}${service ? ` (${service.description})` : ''}`)
   if (secret) say('identity    a bearer token per buyer and seller, signed with AUTH_JWT_SECRET')

@@ -86,6 +86,7 @@ export function createApp(sql: Sql, options: AppOptions = {}) {
     refused: (code) => metrics.checkoutRefused(code),
     batched: (size) => metrics.checkoutBatched(size),
   })
+  metrics.watchCheckoutQueue?.(() => placer.batching.waiting)
   const access = createAccess({
     secret: options.authJwtSecret,
     rateLimiter: (

@@ -1,4 +1,5 @@
 import type { Sql } from './db/client.ts'
+import { every, type Schedule } from './schedule.ts'
 
 const BATCH = 500
 
@@ -26,13 +27,17 @@ export async function expireOverdueOrders(sql: Sql, ttlSeconds: number, everySec
   }
 }
 
-/** Runs expireOverdueOrders every `everySeconds`; returns a function that stops it. */
+/**
+ * Runs expireOverdueOrders every `everySeconds` (a tick that finds the last
+ * one still running does nothing); returns a function that stops it.
+ * `schedule` is the timer: tests pass their own and tick it themselves.
+ */
 export function startExpiryTimer(
   sql: Sql,
-  options: { ttlSeconds: number; everySeconds: number; log: (msg: string, fields?: Record<string, unknown>) => void },
+  options: { ttlSeconds: number; everySeconds: number; log: (msg: string, fields?: Record<string, unknown>) => void; schedule?: Schedule },
 ): () => void {
   let running = false
-  const timer = setInterval(async () => {
+  return (options.schedule ?? every())(async () => {
     if (running) return
     running = true
     try {
@@ -44,5 +49,4 @@ export function startExpiryTimer(
       running = false
     }
   }, options.everySeconds * 1000)
-  return () => clearInterval(timer)
 }

@@ -67,6 +67,8 @@ export function createSql(url: string, options: SqlOptions = {}): Sql {
 /** Serialization failures and deadlocks: the statement was rolled back and may simply run again. */
 const RETRYABLE = new Set(['40001', '40P01'])
 
+export type RetryableCode = '40001' | '40P01'
+
 export interface GatedOptions {
   /** Runs of a statement after a serialization failure or deadlock (default 3). */
   retries?: number
@@ -91,6 +93,12 @@ export interface GatedOptions {
    * so a healthy pool hands one out at once.)
    */
   onStalled?: () => void
+  /**
+   * Told of every run again, with the SQLSTATE that caused it: none is
+   * expected, so a retry must be counted (a metric) even when it succeeds
+   * and the client never hears of it.
+   */
+  onRetry?: (code: RetryableCode) => void
 }
 
 /** Runs of a statement that never reached a server, when no deadline bounds them. */
@@ -143,6 +151,7 @@ export function gated(sql: Sql, gate: Gate | undefined, options: GatedOptions = 
               throw error instanceof DatabaseUnreachableError ? error : new DatabaseUnreachableError(failure, error)
             }
             if (attempt++ >= retries || !(error instanceof postgres.PostgresError) || !RETRYABLE.has(error.code)) throw error
+            options.onRetry?.(error.code as RetryableCode)
             await sleep(5 + Math.random() * 20 * attempt)
           }
         }

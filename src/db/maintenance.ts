@@ -1,4 +1,5 @@
 import type { Sql } from './client.ts'
+import { every, type Schedule } from '../schedule.ts'
 
 /**
  * Purges expired idempotency keys (older than 24 hours) and ended rate-limit
@@ -20,8 +21,14 @@ export async function purgeIfDue(sql: Sql, everySeconds: number): Promise<{ idem
  * Runs purgeIfDue once at start and then every `intervalSeconds`, in every
  * API process: the lease makes the purge itself run once per period across
  * them (the deletes are idempotent anyway). Returns a stop function.
+ * `schedule` is the timer: tests pass their own and tick it themselves.
  */
-export function startPurging(sql: Sql, intervalSeconds: number, log: (msg: string, fields?: Record<string, unknown>) => void): () => void {
+export function startPurging(
+  sql: Sql,
+  intervalSeconds: number,
+  log: (msg: string, fields?: Record<string, unknown>) => void,
+  schedule: Schedule = every({ unref: true }),
+): () => void {
   if (intervalSeconds <= 0) return () => {}
   const purge = async () => {
     try {
@@ -33,7 +40,5 @@ export function startPurging(sql: Sql, intervalSeconds: number, log: (msg: strin
     }
   }
   void purge()
-  const timer = setInterval(purge, intervalSeconds * 1000)
-  timer.unref()
-  return () => clearInterval(timer)
+  return schedule(purge, intervalSeconds * 1000)
 }

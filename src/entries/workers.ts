@@ -101,6 +101,8 @@ async function databaseUrl(): Promise<string | undefined> {
 const openClient = (url: string) =>
   gated(createSql(url, { max: 1, prepare: config.dbPrepare, applicationName: config.dbApplicationName }), undefined, {
     queryTimeoutMs: config.dbStatementTimeoutMs > 0 ? config.dbStatementTimeoutMs + QUERY_TIMEOUT_MARGIN_MS : 0,
+    // No registry per isolate to count them in: each retry is a warn line, which Workers Logs keep.
+    onRetry: (code) => logger.warn({ sqlstate: code }, 'statement failed with a deadlock or serialization failure: running it again'),
   })
 
 // Said once per isolate (a boolean, nothing that belongs to a request).

@@ -13,6 +13,8 @@ export interface AppMetrics {
   rateLimited(scope: 'process' | 'cluster'): void
   /** A report of admitted requests to the shared window (api.rate_limit_hit). */
   rateLimitReported(): void
+  /** Where to read how many checkouts wait for a call slot now (the order placer's queue). */
+  watchCheckoutQueue?(waiting: () => number): void
   /** The text of GET /metrics; absent where the runtime has no process-wide registry (then /metrics is 404). */
   render?(): Promise<{ contentType: string; body: string }>
 }

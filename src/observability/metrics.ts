@@ -83,12 +83,46 @@ export class Metrics implements AppMetrics {
     this.rateLimitReportsTotal.inc()
   }
 
+  private checkoutQueue?: () => number
+
+  watchCheckoutQueue(waiting: () => number) {
+    const first = this.checkoutQueue === undefined
+    this.checkoutQueue = waiting
+    if (!first) return
+    const read = () => this.checkoutQueue?.() ?? 0
+    new Gauge({
+      name: 'waitress_checkout_waiting',
+      help: 'Checkouts waiting for a call slot (CHECKOUT_CALLS_IN_FLIGHT): they go in the next batch.',
+      registers: [this.registry],
+      collect() {
+        this.set(read())
+      },
+    })
+  }
+
   async render() {
     return { contentType: this.registry.contentType, body: await this.registry.metrics() }
   }
 
-  constructor(gateStats?: () => GateStats, options: { defaultMetrics?: boolean } = {}) {
+  /**
+   * gateStats: the pool's gate (connections in use, requests waiting);
+   * options.dbRetries: statements the gated pool ran again so far, by SQLSTATE.
+   */
+  constructor(gateStats?: () => GateStats, options: { defaultMetrics?: boolean; dbRetries?: () => Readonly<Record<string, number>> } = {}) {
     if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: 'waitress_' })
+    const dbRetries = options.dbRetries
+    if (dbRetries) {
+      new Counter({
+        name: 'waitress_db_retries_total',
+        help: 'Statements run again after a serialization failure (40001) or a deadlock (40P01), by SQLSTATE. None is expected.',
+        labelNames: ['code'] as const,
+        registers: [this.registry],
+        collect() {
+          this.reset()
+          for (const [code, count] of Object.entries(dbRetries())) this.inc({ code }, count)
+        },
+      })
+    }
     if (gateStats) {
       new Gauge({
         name: 'waitress_db_pool_in_use',

@@ -13,7 +13,7 @@
 import type { Logger } from 'pino'
 import { createApp, type App, type AppOptions } from '../app.ts'
 import type { Config } from '../config.ts'
-import { createSql, gated, type Sql } from '../db/client.ts'
+import { createSql, gated, type RetryableCode, type Sql } from '../db/client.ts'
 import { applySessionDefaults, DERIVED_LOGIN, ensureDerivedLogin, type SessionDefaults } from '../db/app-login.ts'
 import { primaryUrl, replaceablePool } from '../db/failover.ts'
 import { Gate } from '../db/gate.ts'
@@ -161,18 +161,26 @@ export async function startService(options: { config: Config; logger: Logger; da
     )
 
   const gate = new Gate(config.dbPoolMax, config.dbQueueMax, config.dbQueueTimeoutMs)
+  // Every statement run again after a deadlock or a serialization failure is
+  // counted (waitress_db_retries_total) and logged: none is expected, and the
+  // client of a retry that succeeds never hears of it.
+  const retried: Record<RetryableCode, number> = { '40001': 0, '40P01': 0 }
   // statement_timeout counts only the server's time; on a slow network give up
   // (and cancel) a second after it: the client gets 503, not a hang.
   const sql = gated(pool, gate, {
     queryTimeoutMs: config.dbStatementTimeoutMs > 0 ? config.dbStatementTimeoutMs + QUERY_TIMEOUT_MARGIN_MS : 0,
     onReadOnly: () => pool.replace('a session is on a read-only server (25006): a standby, or a node not yet open for writes'),
     onStalled: () => pool.replace('no session within the deadline: no writable host, or stuck sessions'),
+    onRetry: (code) => {
+      retried[code]++
+      logger.warn({ sqlstate: code }, 'statement failed with a deadlock or serialization failure: running it again')
+    },
   })
 
   let accepting = true
   const app = createApp(sql, {
     logger,
-    metrics: new Metrics(() => gate.stats),
+    metrics: new Metrics(() => gate.stats, { dbRetries: () => retried }),
     accepting: () => accepting,
     clientAddress: runtime.clientAddress,
     authJwtSecret: config.authJwtSecret,

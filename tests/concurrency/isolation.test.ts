@@ -1,12 +1,13 @@
 import { afterAll, describe, expect, it } from 'bun:test'
-import { createSql, type Sql } from '../../src/db/client.ts'
+import type { Sql } from '../../src/db/client.ts'
 import { checkInvariants, startRun } from '../../proof/database-facts.ts'
 import { type Attempt } from '../../proof/judge.ts'
 import { outcomeOfSql } from '../../proof/outcomes.ts'
 import type { Order } from '../../src/models.ts'
-import { appDatabaseUrl, testSql } from '../support/db.ts'
+import { appDatabaseUrl, recyclablePool, testSql } from '../support/db.ts'
 import { addItem, cartFor, createProduct, stockOf } from '../support/fixtures.ts'
 import { buyersWith, expectClean, signal } from '../support/proof.ts'
+import { until } from '../support/wait.ts'
 
 /**
  * Two SQL sessions stepped by hand, both as waitress_api: the first calls
@@ -16,7 +17,7 @@ import { buyersWith, expectClean, signal } from '../support/proof.ts'
  * what the first left. This pins the isolation behaviour down.
  */
 const owner = testSql()
-const api = createSql(appDatabaseUrl(), { max: 4, role: 'waitress_api' })
+const api = recyclablePool(appDatabaseUrl(), { max: 4, role: 'waitress_api' })
 afterAll(() => api.end({ timeout: 5 }))
 
 /** place_order as a SQL caller sees it: the orders, or the refusal. */
@@ -65,13 +66,17 @@ async function startSecond<T>(call: (sql: Sql) => Promise<T>) {
  * The two are read at slightly different moments, so both must agree.
  */
 async function waitUntilBlocked(pid: number, blocker: number): Promise<string> {
-  for (let polls = 0; polls < 10_000; polls++) {
-    const [row] = await owner<{ blockers: number[]; wait_event_type: string | null; wait_event: string | null }[]>`
-      select pg_blocking_pids(pid) as blockers, wait_event_type, wait_event from pg_stat_activity where pid = ${pid}`
-    if (row?.blockers.includes(blocker) && row.wait_event_type === 'Lock') return row.wait_event!
-    await Bun.sleep(2)
-  }
-  throw new Error(`session ${pid} never waited for a lock of session ${blocker}`)
+  let last: unknown
+  return until(
+    `session ${pid} to wait for a lock of session ${blocker}`,
+    async () => {
+      const [row] = await owner<{ blockers: number[]; wait_event_type: string | null; wait_event: string | null }[]>`
+        select pg_blocking_pids(pid) as blockers, wait_event_type, wait_event from pg_stat_activity where pid = ${pid}`
+      last = row
+      return row?.blockers.includes(blocker) && row.wait_event_type === 'Lock' ? row.wait_event! : undefined
+    },
+    { everyMs: 2, seen: () => JSON.stringify(last) },
+  )
 }
 
 async function oneProductRace(stock: number, firstWants: number, secondWants: number) {
@@ -205,6 +210,29 @@ describe('isolation of place_order, stepped', () => {
     expect(one.result.kind === 'accepted' && one.result.orders[0].lines.map((l) => [l.cartItemId, l.quantity])).toEqual([[line, 1]])
     const checkouts: Attempt[] = [{ cartId: cart.id, wants: new Map([[product.id, 1]]), outcome: one.result }]
     expectClean(await checkInvariants(owner, { ...start, checkouts }))
+  })
+
+  it("lets a buyer add the product to another cart while a checkout holds that product's lock, without waiting", async () => {
+    const product = await createProduct(owner, { stock: 10 })
+    const [buyer] = await buyersWith(owner, [[[product.id, 3]]])
+    const other = await cartFor(owner)
+    const start = await startRun(owner, [product.id])
+
+    const one = await holdOpen((tx) => placeOrder(tx, buyer.cartId))
+    // The checkout holds the product FOR NO KEY UPDATE; the new line's foreign key
+    // takes only a key-share lock on it, which does not conflict. Were it to wait,
+    // lock_timeout would fail it with 55P03.
+    const [added] = await api.begin(async (tx) => {
+      await tx`set local lock_timeout = '1s'`
+      return tx<{ id: number; quantity: number }[]>`select (i->>'id')::bigint as id, (i->>'quantity')::int as quantity from api.add_cart_item(${other.id}, ${product.id}, 2) i`
+    })
+    expect(added.quantity).toBe(2)
+    expect(await stockOf(owner, product.id)).toBe(10) // the checkout has not committed yet
+
+    await one.commit()
+    expect(one.result.kind).toBe('accepted')
+    expect(await stockOf(owner, product.id)).toBe(7)
+    expectClean(await checkInvariants(owner, { ...start, checkouts: [{ cartId: buyer.cartId, wants: buyer.wants, outcome: one.result }] }))
   })
 
   it('makes a second checkout of the same cart wait, then find nothing left to order (WA006)', async () => {

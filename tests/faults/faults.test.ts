@@ -13,6 +13,7 @@ import { auditOf, createProduct } from '../support/fixtures.ts'
 import { buyersWith, expectClean, randomInt, type Buyer } from '../support/proof.ts'
 import { FaultyProxy } from '../support/proxy.ts'
 import { startService, type RunningService } from '../support/service.ts'
+import { until } from '../support/wait.ts'
 
 /**
  * Faults in the middle of a race, each followed by the invariant checker.
@@ -59,9 +60,7 @@ async function service(databaseUrl: string, env: Record<string, string> = {}, po
     port,
   )
   services.push(running)
-  // Read the service's output as it comes, so a full pipe never blocks it.
-  const output = new Response(running.child.stdout).text()
-  return { ...running, applicationName, output }
+  return { ...running, applicationName }
 }
 
 /**
@@ -106,13 +105,11 @@ async function race(baseUrl: string, buyers: Buyer[], faults: [afterReplies: num
 
 /** Waits until none of the service's sessions is running a statement: what the database holds is final. */
 async function settled(db: Sql, applicationName: string) {
-  for (let attempt = 0; attempt < 100; attempt++) {
+  await until(`the sessions of ${applicationName} to be idle`, async () => {
     const [{ busy }] = await db<{ busy: number }[]>`
       select count(*)::int as busy from pg_stat_activity where application_name = ${applicationName} and state <> 'idle'`
-    if (busy === 0) return
-    await Bun.sleep(100)
-  }
-  throw new Error(`the sessions of ${applicationName} are still busy`)
+    return busy === 0
+  })
 }
 
 /** The checker's verdict on a faulty race, with the audit of the ledger; prints the tally for the record. */
@@ -123,7 +120,9 @@ async function judged(db: Sql, fault: string, buyers: Buyer[], replies: Reply[],
     const reply = byCart.get(buyer.cartId)!
     return { cartId: buyer.cartId, buyerId: buyer.userId, wants: buyer.wants, outcome: outcomeOfHttp(reply.status, reply.body) }
   })
-  const verdict: Verdict = await checkInvariants(db, { ...run.start, checkouts, indefinite: true })
+  // The service stays up after the fault (it must recover by itself), so its
+  // sessions are not ended: the deadlock count may lag, and the verdict says so.
+  const verdict: Verdict = await checkInvariants(db, { ...run.start, checkouts, indefinite: true }, { flush: false })
   const statuses: Record<string, number> = {}
   for (const { status } of replies) statuses[status] = (statuses[status] ?? 0) + 1
   const failedCarts = replies.filter((r) => r.status !== 201 && r.status !== 422).map((r) => r.cartId)
@@ -135,7 +134,7 @@ async function judged(db: Sql, fault: string, buyers: Buyer[], replies: Reply[],
       `verdict ${verdict.ok ? 'ok' : 'VIOLATED'} (${verdict.violations.length} violations of ${verdict.checked.length} invariants); ` +
       verdict.products.map((p) => `product ${p.productId}: ${p.initial} → ${p.remaining}, sold ${p.sold}`).join('; '),
   )
-  expectClean(verdict)
+  expectClean(verdict, { indefinite: true })
   expect(await auditOf(db, run.productIds)).toEqual([])
   // A failure is a 503 with Retry-After or no answer at all, never a 500.
   for (const reply of replies.filter((r) => r.status >= 500)) expect({ status: reply.status, retryAfter: reply.retryAfter }).toEqual({ status: 503, retryAfter: '1' })
@@ -144,12 +143,7 @@ async function judged(db: Sql, fault: string, buyers: Buyer[], replies: Reply[],
 
 /** The service heals by itself: /readyz turns 200 and a fresh checkout is placed. */
 async function expectRecovers(db: Sql, baseUrl: string, cartId?: number) {
-  let ready = 0
-  for (let attempt = 0; attempt < 150 && ready !== 200; attempt++) {
-    ready = await fetch(`${baseUrl}/readyz`).then((r) => r.status, () => 0)
-    if (ready !== 200) await Bun.sleep(100)
-  }
-  expect(ready).toBe(200)
+  await until(`${baseUrl}/readyz to answer 200 again`, async () => (await fetch(`${baseUrl}/readyz`).then((r) => r.status, () => 0)) === 200, { everyMs: 100 })
   if (cartId === undefined) {
     const product = await createProduct(db, { name: 'After the fault', stock: 5 })
     ;[{ cartId }] = await buyersWith(db, [[[product.id, 1]]])
@@ -258,13 +252,15 @@ describe('faults in the middle of a race', () => {
       const { statuses } = await judged(sql, 'proxy latency 20 ms', crowd.buyers, raced, crowd)
       expect(Object.keys(statuses).sort()).toEqual(['201', '422'])
 
-      // Latency far above the statement timeout: a clean 503, within the timeout plus a margin.
+      // Latency far above the statement timeout: a clean 503 from the service's own
+      // deadline, before any answer could have crossed the proxy twice (there and back).
       const late = await flashCrowd(sql, 6)
       proxy.latencyMs = 3_000
+      const noAnswerBefore = 2 * proxy.latencyMs
       const slow = await race(baseUrl, late.buyers.slice(0, 3))
       for (const reply of slow) {
         expect({ status: reply.status, retryAfter: reply.retryAfter }).toEqual({ status: 503, retryAfter: '1' })
-        expect(reply.ms).toBeLessThan(statementTimeoutMs + 3_000)
+        expect(reply.ms).toBeLessThan(noAnswerBefore)
       }
 
       // Every connection cut (still slow): 503 again, never a hang or a 500.
@@ -272,7 +268,7 @@ describe('faults in the middle of a race', () => {
       const cut = await race(baseUrl, late.buyers.slice(3))
       for (const reply of cut) {
         expect({ status: reply.status, retryAfter: reply.retryAfter }).toEqual({ status: 503, retryAfter: '1' })
-        expect(reply.ms).toBeLessThan(statementTimeoutMs + 3_000)
+        expect(reply.ms).toBeLessThan(noAnswerBefore)
       }
       console.log(`[faults] proxy latency 3 s, then reset: replies in ${[...slow, ...cut].map((r) => Math.round(r.ms)).join(', ')} ms`)
 

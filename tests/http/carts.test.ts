@@ -143,4 +143,26 @@ describe('POST /carts/:id/checkout', () => {
     expectErrorEnvelope(await req(`/carts/${cart.id}/checkout`, { body: { note: 'x'.repeat(1001) } }), 400)
     expectErrorEnvelope(await req(`/carts/${cart.id}/checkout`, { body: { note: 42 } }), 400)
   })
+
+  it('answers 409 (23505) when the order it would write collides with one already there, and changes nothing', async () => {
+    const product = await createProduct(sql, { stock: 5 })
+    const cart = await getCart()
+    await addItem(cart.id, product.id, 2)
+    // An order restored from a backup holds the id the checkout draws next.
+    const [{ next }] = await sql<{ next: number }[]>`select nextval('waitress.orders_id_seq') + 1 as next`
+    await sql`insert into waitress.orders (id, buyer_id, seller_id, total_price) overriding system value values (${next}, 1, 1, 1)`
+    try {
+      const refused = expectErrorEnvelope(await req(`/carts/${cart.id}/checkout`, { method: 'POST' }), 409)
+
+      expect(refused.code).toBe('23505')
+      expect(refused.error).toBe('refused by the database rule orders_pkey')
+      expect(await stockOf(sql, product.id)).toBe(5)
+      expect((await req(`/carts?user_id=${cart.user_id}`)).body.data.items).toHaveLength(1)
+      // Past the taken id, the same checkout goes through.
+      expect((await req(`/carts/${cart.id}/checkout`, { method: 'POST' })).status).toBe(201)
+      expect(await stockOf(sql, product.id)).toBe(3)
+    } finally {
+      await sql`delete from waitress.orders where id = ${next}`
+    }
+  })
 })

@@ -6,6 +6,7 @@ import { freePort } from '../../src/db/embedded.ts'
 import pino from 'pino'
 import { apiSql, testSql } from '../support/db.ts'
 import { expectErrorEnvelope, req } from '../support/http.ts'
+import { until } from '../support/wait.ts'
 
 describe('the API envelope', () => {
   it('answers unknown routes with 404 in the error envelope', async () => {
@@ -57,8 +58,11 @@ describe('the API envelope', () => {
     expect(response.status).toBe(500)
     expect(response.headers.get('x-request-id')).toBe('trace-42')
     expect(await response.json()).toEqual({ error: 'internal server error', meta: { http_status: 500 } })
-    await Bun.sleep(10)
-    const lines = logged.map((line) => JSON.parse(line))
+    // The request's own line is written after its response has gone.
+    const lines = await until('the request to be logged', () => {
+      const parsed = logged.map((line) => JSON.parse(line))
+      return parsed.some((line) => line.msg === 'request') && parsed
+    })
     expect(lines.find((line) => line.msg === 'unhandled error')).toMatchObject({ level: 50, req_id: 'trace-42', path: '/products/1' })
     expect(lines.find((line) => line.msg === 'request')).toMatchObject({ req_id: 'trace-42', route: '/products/:id', status: 500 })
   })
@@ -72,22 +76,27 @@ describe('the API envelope', () => {
     expect(response.status).toBe(404)
     const generated = response.headers.get('x-request-id')
     expect(generated).toMatch(/^[0-9a-f-]{36}$/)
-    await Bun.sleep(10)
-    const [line] = logged.map((l) => JSON.parse(l)).filter((l) => l.msg === 'request')
+    const [line] = await until('the request to be logged', () => {
+      const requests = logged.map((l) => JSON.parse(l)).filter((l) => l.msg === 'request')
+      return requests.length > 0 && requests
+    })
     expect(line).toMatchObject({ req_id: generated, method: 'POST', route: '/carts/:id/checkout', status: 404, sqlstate: 'WA001' })
     expect(line.ms).toBeNumber()
     expect(logged.join('')).not.toContain('s3cret')
   })
 
-  it('serves Prometheus metrics: requests by route and status, orders, refusals, the pool', async () => {
-    const app = createApp(apiSql(), { metrics: new Metrics(() => ({ inUse: 3, waiting: 7 })) })
+  it('serves Prometheus metrics: requests by route and status, orders, refusals, the pool, retries', async () => {
+    const app = createApp(apiSql(), { metrics: new Metrics(() => ({ inUse: 3, waiting: 7 }), { dbRetries: () => ({ '40001': 2, '40P01': 5 }) }) })
     await app.handle(new Request('http://localhost/carts/987654321/checkout', { method: 'POST' }))
     await app.handle(new Request('http://localhost/healthz'))
-    await Bun.sleep(10) // the request's own metrics are taken after its response
-    const response = await app.handle(new Request('http://localhost/metrics'))
+    // A request's own metrics are taken after its response has gone: read until both are in.
+    const { response, text } = await until('both requests to be counted', async () => {
+      const response = await app.handle(new Request('http://localhost/metrics'))
+      const text = await response.text()
+      return text.includes('route="/healthz",status="200"} 1') && text.includes('status="404"} 1') && { response, text }
+    })
     expect(response.status).toBe(200)
     expect(response.headers.get('content-type')).toContain('text/plain')
-    const text = await response.text()
     expect(text).toContain('waitress_http_requests_total{method="POST",route="/carts/:id/checkout",status="404"} 1')
     expect(text).toContain('waitress_http_requests_total{method="GET",route="/healthz",status="200"} 1')
     expect(text).toContain('waitress_http_request_duration_seconds_bucket')
@@ -95,6 +104,8 @@ describe('the API envelope', () => {
     expect(text).toContain('waitress_orders_placed_total 0')
     expect(text).toContain('waitress_db_pool_in_use 3')
     expect(text).toContain('waitress_db_pool_waiting 7')
+    expect(text).toContain('waitress_db_retries_total{code="40001"} 2')
+    expect(text).toContain('waitress_db_retries_total{code="40P01"} 5')
   })
 
   it('serves the OpenAPI spec describing every route and both envelopes', async () => {

@@ -5,6 +5,7 @@ import { appDatabaseUrl, testSql } from '../support/db.ts'
 import { addItem, cartFor, createProduct, stockOf } from '../support/fixtures.ts'
 import { expectErrorEnvelope, req, requester } from '../support/http.ts'
 import { bearer, TEST_SECRET } from '../support/auth.ts'
+import { until } from '../support/wait.ts'
 import { apiSql } from '../support/db.ts'
 
 const sql = testSql()
@@ -93,15 +94,14 @@ describe('Idempotency-Key on POST /carts/:id/checkout', () => {
       firstData = row.data
       await gate
     })
-    while (firstData === undefined) await Bun.sleep(5)
+    await until('the first request to check out', () => firstData !== undefined)
     const duplicate = req(`/carts/${cart.id}/checkout`, { method: 'POST', headers: { 'idempotency-key': key } })
-    for (;;) {
+    await until('the duplicate to wait for the first one\'s lock', async () => {
       const [{ waiting }] = await sql`
         select count(*)::int as waiting from pg_catalog.pg_stat_activity
          where wait_event_type = 'Lock' and query like '%api.place_order%' and pid <> pg_backend_pid()`
-      if (waiting > 0) break
-      await Bun.sleep(10)
-    }
+      return waiting > 0
+    })
     release()
     await first
     const reply = await duplicate
@@ -109,6 +109,39 @@ describe('Idempotency-Key on POST /carts/:id/checkout', () => {
     expect(reply.body.data).toEqual(firstData)
     expect(reply.headers.get('idempotent-replayed')).toBe('true')
     expect(await ordersOf(cart.user_id)).toBe(1)
+  })
+
+  it('answers 409 (WA102) to a duplicate whose wait for the first runs into lock_timeout, and orders nothing more', async () => {
+    const cart = await cartWithLine()
+    const key = newKey()
+    // The service's pool, with a lock_timeout the first request outlasts.
+    const pool = createSql(appDatabaseUrl(), { max: 2, role: 'waitress_api', lockTimeoutMs: 200 })
+    const impatient = requester(createApp(pool))
+    let release!: () => void
+    const held = new Promise<void>((resolve) => (release = resolve))
+    let claimed = false
+    const first = sql.begin(async (tx) => {
+      await tx`select api.place_order(${cart.id}, null, null, ${key}, null)`
+      claimed = true
+      await held
+    })
+    try {
+      await until('the first request to claim the key', () => claimed)
+      const duplicate = await impatient(`/carts/${cart.id}/checkout`, { method: 'POST', headers: { 'idempotency-key': key } })
+
+      const refused = expectErrorEnvelope(duplicate, 409)
+      expect(refused.code).toBe('WA102')
+      expect(refused.details).toEqual({ idempotency_key: key, action: 'place_order' })
+    } finally {
+      release()
+      await first
+    }
+    expect(await ordersOf(cart.user_id)).toBe(1)
+    // Once the first has finished, the retry gets its response.
+    const retry = await impatient(`/carts/${cart.id}/checkout`, { method: 'POST', headers: { 'idempotency-key': key } })
+    expect(retry.status).toBe(201)
+    expect(retry.headers.get('idempotent-replayed')).toBe('true')
+    await pool.end({ timeout: 5 })
   })
 
   it('checks out again without a key: the second request finds nothing to order (422)', async () => {

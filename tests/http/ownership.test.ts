@@ -28,11 +28,19 @@ describe('with authentication, an order is acted on by its own parties', () => {
     const [{ buyer_id: buyerId }] = await sql`select buyer_id from waitress.orders where id = ${orderId}`
 
     const sellerPays = await call(sellerId, `/orders/${orderId}/pay`, { method: 'POST' })
-    expect(sellerPays.status).toBe(403)
-    expect(sellerPays.body.code).toBe('WA011')
+    expect(sellerPays).toMatchObject({
+      status: 403,
+      body: { code: 'WA011', details: { order_id: orderId, action: 'pay', allowed: 'buyer' }, meta: { http_status: 403 } },
+    })
     expect((await call(buyerId, `/orders/${orderId}/pay`, { method: 'POST' })).body.data.state).toBe('paid')
     const buyerAccepts = await call(buyerId, `/orders/${orderId}/accept`, { method: 'POST' })
-    expect(buyerAccepts.status).toBe(403)
+    expect(buyerAccepts).toMatchObject({
+      status: 403,
+      body: { code: 'WA011', details: { order_id: orderId, action: 'accept', allowed: 'seller' }, meta: { http_status: 403 } },
+    })
+    // Refused, it stayed as it was.
+    const [{ state: afterRefusal }] = await sql`select state::text from waitress.orders where id = ${orderId}`
+    expect(afterRefusal).toBe('paid')
     expect((await call(sellerId, `/orders/${orderId}/accept`, { method: 'POST' })).body.data.state).toBe('accepted')
     expect((await call(buyerId, `/orders/${orderId}/cancel`, { method: 'POST' })).body.data.state).toBe('cancelled')
     expect(await stockOf(sql, product.id)).toBe(5)
@@ -41,8 +49,9 @@ describe('with authentication, an order is acted on by its own parties', () => {
   it("answers anyone else's action on an order 404, and changes nothing", async () => {
     const orderId = await placedOrder(sql, (await createProduct(sql)).id)
     const stranger = await call(newUserId(), `/orders/${orderId}/cancel`, { method: 'POST' })
-    expect(stranger.status).toBe(404)
-    expect(stranger.body.code).toBe('WA008')
+    expect(stranger).toMatchObject({ status: 404, body: { code: 'WA008', details: { order_id: orderId }, meta: { http_status: 404 } } })
+    // Exactly as an order that does not exist: nothing says it is someone else's.
+    expect(stranger.body.error).toBe(`order ${orderId} not found`)
     const [{ state }] = await sql`select state::text from waitress.orders where id = ${orderId}`
     expect(state).toBe('pending')
   })
@@ -60,12 +69,15 @@ describe("with authentication, a product's stock is its seller's", () => {
   it('lets the seller restock and correct, and answers anyone else 404', async () => {
     const sellerId = newUserId()
     const product = await createProduct(sql, { seller_id: sellerId, stock: 2 })
-    for (const [path, body] of [
-      [`/products/${product.id}/restock`, { quantity: 3 }],
-      [`/products/${product.id}/adjust`, { quantity: -1, reason: 'count' }],
+    const notFound = { status: 404, body: { code: 'WA002', error: `product ${product.id} not found`, details: { product_id: product.id } } }
+    for (const [path, body, stockAfter] of [
+      [`/products/${product.id}/restock`, { quantity: 3 }, 5],
+      [`/products/${product.id}/adjust`, { quantity: -1, reason: 'count' }, 4],
     ] as const) {
-      expect((await call(newUserId(), path, { body })).status).toBe(404)
-      expect((await call(sellerId, path, { body })).status).toBe(200)
+      const before = await stockOf(sql, product.id)
+      expect(await call(newUserId(), path, { body })).toMatchObject(notFound)
+      expect(await stockOf(sql, product.id)).toBe(before)
+      expect(await call(sellerId, path, { body })).toMatchObject({ status: 200, body: { data: { id: product.id, stock: stockAfter } } })
     }
     expect(await stockOf(sql, product.id)).toBe(4)
   })

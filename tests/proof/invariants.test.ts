@@ -1,8 +1,8 @@
 import { afterAll, describe, expect, it } from 'bun:test'
 import { fetchFacts } from '../../proof/api-facts.ts'
-import { checkInvariants, readFacts, startRun } from '../../proof/database-facts.ts'
+import { checkInvariants, deadlockCount, readFacts, startRun } from '../../proof/database-facts.ts'
 import { INVARIANTS, judge, type Attempt, type Facts, type Run } from '../../proof/judge.ts'
-import { testSql } from '../support/db.ts'
+import { recyclablePool, testDatabaseUrl, testSql } from '../support/db.ts'
 import { createProduct } from '../support/fixtures.ts'
 import { barrier, buyersWith, expectClean, httpChannel, scarceRace, sqlChannel } from '../support/proof.ts'
 import { unsafeCheckout } from '../support/unsafe-checkout.ts'
@@ -163,6 +163,23 @@ describe('the invariant checker', () => {
       ],
       ['ledger-balanced', (_, f) => void f.audit!.push({ productId: plenty.id, stock: 98, ledgerStock: 97, soldInLedger: 2, soldInOrders: 2 })],
       ['no-deadlocks', (r, f) => void (f.deadlocks = r.deadlocksBefore! + 1)],
+      // A deadlock the service retried: its client got an answer, the service's counter moved.
+      [
+        'no-deadlocks',
+        (r, f) => {
+          r.retriesBefore = { deadlocks: 4, serializationFailures: 0 }
+          f.retries = { deadlocks: 5, serializationFailures: 0 }
+        },
+      ],
+      // No fault injected, yet the counter cannot be compared (a restart in between): no proof of none.
+      ['no-deadlocks', (_, f) => void (f.statsEpoch = 'another life of the server')],
+      [
+        'no-serialization-failures',
+        (r, f) => {
+          r.retriesBefore = { deadlocks: 0, serializationFailures: 0 }
+          f.retries = { deadlocks: 0, serializationFailures: 1 }
+        },
+      ],
     ]
 
     const caught = new Set<string>()
@@ -172,6 +189,53 @@ describe('the invariant checker', () => {
       caught.add(invariant)
     }
     expect([...caught].sort()).toEqual(INVARIANTS.map((i) => i.name).sort())
+  })
+
+  it('counts a deadlock the moment it happened: every session has published its statistics before the counter is read', async () => {
+    // Two sessions of a pool of their own deadlock on two rows; PostgreSQL keeps
+    // the count in the session that detected it, unpublished, for up to 10 s.
+    await sql`create table public.test_deadlock_rows (id int primary key, v int)`
+    await sql`insert into public.test_deadlock_rows values (1, 0), (2, 0)`
+    const pool = recyclablePool(testDatabaseUrl(), { max: 2, applicationName: `waitress-deadlock-${process.pid}` })
+    try {
+      const { deadlocks: before } = await deadlockCount(sql, { flush: false })
+      const [one, two] = [await pool.reserve(), await pool.reserve()]
+      await one`begin`
+      await two`begin`
+      await one`update public.test_deadlock_rows set v = 1 where id = 1`
+      await two`update public.test_deadlock_rows set v = 1 where id = 2`
+      const codes = await Promise.all([
+        one`update public.test_deadlock_rows set v = 2 where id = 2`.then(() => 'ok', (e) => e.code),
+        two`update public.test_deadlock_rows set v = 2 where id = 1`.then(() => 'ok', (e) => e.code),
+      ])
+      await Promise.all([one`rollback`, two`rollback`])
+      one.release()
+      two.release()
+      expect(codes.sort()).toEqual(['40P01', 'ok'])
+
+      const after = await deadlockCount(sql)
+      expect(after.deadlocks - before).toBe(1)
+      expect(after.unflushed).toBeUndefined()
+      // The sessions that held it were ended (their pool carries on with new ones), so that they published it.
+      const [{ left }] = await sql`select count(*)::int as left from pg_stat_activity where application_name = ${`waitress-deadlock-${process.pid}`}`
+      expect(left).toBe(0)
+    } finally {
+      await pool.end({ timeout: 1 })
+      await sql`drop table public.test_deadlock_rows`
+    }
+  })
+
+  it('names the retries the service made during a run and judges a retried deadlock a violation, though every client was answered', async () => {
+    const { run, facts } = await cleanRace()
+    const retried = judge(
+      { ...run, retriesBefore: { deadlocks: 2, serializationFailures: 0 } },
+      { ...facts, retries: { deadlocks: 3, serializationFailures: 0 } },
+    )
+    expect(retried.retries).toEqual({ deadlocks: 1, serializationFailures: 0 })
+    expect(retried.violations).toEqual([
+      { invariant: 'no-deadlocks', message: 'the service ran 1 statements again after a deadlock (40P01): its clients never heard of them' },
+    ])
+    expect(judge(run, facts)).toMatchObject({ ok: true, deadlocks: 0, retries: undefined })
   })
 
   it('reaches the same verdict through the API, and sees a restock behind its back there too', async () => {

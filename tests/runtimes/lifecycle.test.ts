@@ -9,6 +9,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { testDatabaseUrl } from '../support/db.ts'
+import { until } from '../support/wait.ts'
 import { descendants, lowFreePort, ROOT, RUNTIMES, startRuntime, type Runtime } from '../support/runtime.ts'
 
 const postmasterPid = (dataDir: string) => Number(readFileSync(join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0])
@@ -20,10 +21,7 @@ const alive = (pid: number) => {
     return false
   }
 }
-const gone = async (pid: number, ms = 15_000) => {
-  for (const deadline = Date.now() + ms; alive(pid) && Date.now() < deadline; ) await Bun.sleep(100)
-  return !alive(pid)
-}
+const gone = async (pid: number) => await until(`process ${pid} (the embedded PostgreSQL) to exit`, () => !alive(pid), { everyMs: 100 })
 
 describe('npm start on the embedded PostgreSQL', () => {
   it('stops with everything it started on SIGTERM to npm and on SIGHUP; after a SIGKILL the next start stops the leftover server', async () => {

@@ -3,6 +3,7 @@ import { checkShardedInvariants, startShardedRun } from '../../proof/sharded-fac
 import type { Attempt } from '../../proof/judge.ts'
 import { outcomeOfHttp } from '../../proof/outcomes.ts'
 import { startService, type RunningService } from '../support/service.ts'
+import { until } from '../support/wait.ts'
 import { addItem, cartOf, createProduct, errorOf, sharding, startTestCluster, usersOn, type TestCluster } from './support/cluster.ts'
 
 /**
@@ -10,6 +11,9 @@ import { addItem, cartOf, createProduct, errorOf, sharding, startTestCluster, us
  * the service, then started again. Buyers whose checkout needs only shard 0
  * keep being served; those that need shard 1 get 503 with Retry-After. Every
  * 503 is then retried with its Idempotency-Key; nothing is left half-written.
+ * Each phase lasts until what it must show has happened (every kind served
+ * before the stop, enough replies of every kind while it is down, every kind
+ * served again after), never for a fixed time.
  */
 
 type Kind = 'shard 0 only' | 'seller on shard 1' | 'both shards' | 'home on shard 1'
@@ -50,7 +54,7 @@ describe.skipIf(!sharding.ok)('a shard stopped in the middle of checkouts', () =
   })
   afterAll(async () => {
     service?.child.kill('SIGTERM')
-    await service?.child.exited
+    await service?.exit()
     await cluster?.close()
   })
 
@@ -102,19 +106,34 @@ describe.skipIf(!sharding.ok)('a shard stopped in the middle of checkouts', () =
     }
     const workers = (Object.keys(lines) as Kind[]).flatMap((kind) => [worker(kind), worker(kind)])
 
-    await Bun.sleep(1500)
+    const kinds = Object.keys(lines) as Kind[]
+    const placedSince = (from: number) => kinds.filter((kind) => replies.some((r) => r.buyer.kind === kind && r.status === 201 && r.sentAt > from))
+    const seen = () => JSON.stringify({ replies: replies.length, left: Object.fromEntries([...queues].map(([kind, queue]) => [kind, queue.length])) })
+    await until('a checkout of every kind placed before the stop', () => placedSince(0).length === kinds.length, { seen })
     const shard1 = cluster.shardServer[1]
     await shard1.stop()
     const downFrom = performance.now()
     // A direct call meets the unreachable shard as 08006 (the service's 503), never as PL/Proxy's XX000 (500).
-    // The router's cached connection to it may first report the shutdown itself (57P01, also a 503).
+    // Each router session's cached connection to it may first report the shutdown itself (57P01, also a 503):
+    // the pool has several, so ask until one answers past them.
     let direct = await errorOf(cluster.api`select api.product(${p1.id})`)
-    if (direct.code === '57P01') direct = await errorOf(cluster.api`select api.product(${p1.id})`)
+    await until(
+      'a direct call to meet the stopped shard past the router connections that saw it shut down (57P01)',
+      async () => direct.code !== '57P01' || ((direct = await errorOf(cluster.api`select api.product(${p1.id})`)), false),
+      { seen: () => JSON.stringify(direct) },
+    )
     expect(direct).toMatchObject({ code: '08006', message: 'a shard of the database is unavailable' })
-    await Bun.sleep(3000)
+    // Down until every kind has been answered while it was: shard 0's buyers a few times.
+    const answeredSinceDown = (kind: Kind) => replies.filter((r) => r.buyer.kind === kind && r.sentAt > downFrom).length
+    await until(
+      'replies of every kind while shard 1 is down (4 of shard 0 only, 2 of each other kind)',
+      () => kinds.every((kind) => answeredSinceDown(kind) >= (kind === 'shard 0 only' ? 4 : 2)),
+      { seen },
+    )
     const downUntil = performance.now()
     await shard1.start()
-    await Bun.sleep(1500)
+    const upFrom = performance.now()
+    await until('a checkout of every kind placed once shard 1 is back', () => placedSince(upFrom).length === kinds.length, { seen })
     stopping = true
     await Promise.all(workers)
 
@@ -143,12 +162,19 @@ describe.skipIf(!sharding.ok)('a shard stopped in the middle of checkouts', () =
     // the restart meets it closed at its first call there: one more 503.)
     const retried: Reply[] = []
     let attempts = 0
-    for (let pending = replies.filter((reply) => reply.status !== 201).map((reply) => reply.buyer); pending.length > 0 && attempts < 5; attempts++) {
-      const round = await Promise.all(pending.map(checkout))
-      retried.push(...round)
-      pending = round.filter((reply) => reply.status === 503).map((reply) => reply.buyer)
-      if (pending.length > 0) await Bun.sleep(1000)
-    }
+    let pending = replies.filter((reply) => reply.status !== 201).map((reply) => reply.buyer)
+    await until(
+      'every 503 to be settled by retries with its key',
+      async () => {
+        if (pending.length === 0) return true
+        attempts++
+        const round = await Promise.all(pending.map(checkout))
+        retried.push(...round)
+        pending = round.filter((reply) => reply.status === 503).map((reply) => reply.buyer)
+        return pending.length === 0
+      },
+      { everyMs: 1000, seen: () => `${pending.length} still answered 503 after ${attempts} rounds` }, // Retry-After: 1
+    )
     const unsettled = new Set(retried.filter((reply) => reply.status !== 201).map((reply) => reply.buyer.cartId))
     for (const reply of retried) if (reply.status === 201) unsettled.delete(reply.buyer.cartId)
     console.log(`outage: ${replies.filter((r) => r.status !== 201).length} retried, ${attempts} rounds`)
@@ -167,6 +193,9 @@ describe.skipIf(!sharding.ok)('a shard stopped in the middle of checkouts', () =
       wants: reply.buyer.wants,
       outcome: outcomeOfHttp(reply.status, reply.body),
     }))
+    // The service stopped first: its sessions, and the router's connections to the shards, publish their statistics.
+    service.child.kill('SIGTERM')
+    expect((await service.exit()).code).toBe(0)
     const verdict = await checkShardedInvariants(cluster.shards, { ...start, checkouts, indefinite: true }, cluster.router)
     expect(verdict.violations).toEqual([])
     for (const shard of cluster.shards) expect([...(await shard`select id from waitress.checkouts`)]).toEqual([])

@@ -1,7 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'bun:test'
+import { serviceMetrics } from '../../proof/database-facts.ts'
 import { checkShardedInvariants, startShardedRun } from '../../proof/sharded-facts.ts'
 import type { Attempt } from '../../proof/judge.ts'
 import { outcomeOfHttp } from '../../proof/outcomes.ts'
+import { expectClean } from '../support/proof.ts'
+import { startLine } from '../support/start-line.ts'
 import { startService, type RunningService } from '../support/service.ts'
 import { addItem, cartOf, createProduct, sharedCluster, sharding, usersOn, type TestCluster } from './support/cluster.ts'
 
@@ -10,11 +13,16 @@ import { addItem, cartOf, createProduct, sharedCluster, sharding, usersOn, type 
  * the real service on the router, every one with an Idempotency-Key, some
  * twice at the same moment; then every request is sent again with its key.
  * The stock is scarce, so checkouts are refused on one shard after the other
- * shard's part was placed, and undone. The checker reads both shards.
+ * shard's part was placed, and undone. The checker reads both shards, once
+ * the service is stopped (so every session, the router's connections to the
+ * shards among them, has published its statistics), and counts the
+ * service's own retries: a deadlock is a violation even when a retry hid it.
  */
 
 const BUYERS = 48
 const DUPLICATES = 8
+/** The service's DB_POOL_MAX: sessions of it that can wait at the start line at once. */
+const POOL = 12
 
 interface Buyer {
   userId: number
@@ -40,7 +48,7 @@ describe.skipIf(!sharding.ok)('a race of carts spanning two shards, through the 
     await cluster.router.unsafe(`alter database shared_router ${precheck ? 'reset waitress.checkout_precheck' : 'set waitress.checkout_precheck = off'}`)
     const service: RunningService = await startService(cluster.routerUrl, {
       APP_DATABASE_URL: cluster.appUrl,
-      DB_POOL_MAX: '12',
+      DB_POOL_MAX: String(POOL),
       DB_STATEMENT_TIMEOUT: '20s',
       DB_LOCK_TIMEOUT: '15s',
       DB_QUEUE_TIMEOUT: '30s',
@@ -67,9 +75,11 @@ describe.skipIf(!sharding.ok)('a race of carts spanning two shards, through the 
         }
         buyers.push({ userId, cartId: cart.id, wants, key: `race-${crypto.randomUUID()}` })
       }
+      const counters = serviceMetrics(service.baseUrl)
       const start = await startShardedRun(
         cluster.shards,
         products.map((p) => p.id),
+        { service: counters },
       )
 
       const checkout = async (buyer: Buyer): Promise<Reply> => {
@@ -84,14 +94,18 @@ describe.skipIf(!sharding.ok)('a race of carts spanning two shards, through the 
         }
       }
       const duplicated = buyers.slice(0, DUPLICATES)
-      const [first, twins] = await Promise.all([Promise.all(buyers.map(checkout)), Promise.all(duplicated.map(checkout))])
+      // Every cart wants shard 1's products: a start line there (their row
+      // locks, held by the test) lets go once every session the service can
+      // run at once waits behind it and more requests queue in its gate.
+      const line = await startLine(cluster.shards[1], { products: onShard[1].map((p) => p.id) })
+      const racing = Promise.all([Promise.all(buyers.map(checkout)), Promise.all(duplicated.map(checkout))])
+      const overlap = await line.letGoWhen(POOL, { queued: () => service.metric('waitress_db_pool_waiting') })
+      const [first, twins] = await racing
       const retries = await Promise.all(buyers.map(checkout))
 
       // Nothing but a placement or a refusal for stock reached a client.
       if ([...first, ...twins, ...retries].some((reply) => ![201, 422].includes(reply.status))) {
-        service.child.kill('SIGTERM')
-        const log = await new Response(service.child.stdout).text()
-        console.log(log.split('\n').filter((line) => /"status":5|sqlstate|error/.test(line)).slice(0, 20).join('\n'))
+        console.log(service.output().stdout.split('\n').filter((line) => /"status":5|sqlstate|error/.test(line)).slice(0, 20).join('\n'))
       }
       for (const reply of [...first, ...twins, ...retries]) expect([201, 422]).toContain(reply.status)
       // Each buyer's requests, all with one key: at most one placement, and
@@ -112,22 +126,38 @@ describe.skipIf(!sharding.ok)('a race of carts spanning two shards, through the 
         // Refused while other checkouts' parts held the stock, placed once they were undone: the window.
         if (placements.length > 0 && replies.some((reply) => reply.status !== 201)) phantom++
       }
-      const verdict = await checkShardedInvariants(cluster.shards, { ...start, checkouts: attempts }, cluster.router)
-      expect(verdict.violations).toEqual([])
+      // The service's retries, then the service stopped gracefully: its sessions end and publish their statistics.
+      const retried = await counters.retries()
+      await stopped(service)
+      const verdict = await checkShardedInvariants(cluster.shards, { ...start, checkouts: attempts }, cluster.router, {
+        service: { retries: async () => retried },
+      })
+      expectClean(verdict)
       const placed = attempts.filter((a) => a.outcome.kind === 'accepted').length
       console.log(
         `race (dry run ${precheck ? 'on' : 'off'}): ${BUYERS} buyers, ${placed} placed, ${BUYERS - placed} refused, ` +
-          `${verdict.compensated} orders undone on a shard, ${phantom} refused first and placed on a later request`,
+          `${verdict.compensated} orders undone on a shard, ${phantom} refused first and placed on a later request; ` +
+          `${overlap.lockWaiters} sessions waited at the start line on shard 1, ${overlap.queued} requests queued in the service (held ${overlap.heldMs} ms); ` +
+          `deadlocks ${verdict.deadlocks}, retries ${JSON.stringify(verdict.retries)}`,
       )
+      // It overlapped: the whole pool waited at once, with requests queued behind it.
+      expect(overlap.lockWaiters).toBeGreaterThanOrEqual(POOL)
+      expect(overlap.queued).toBeGreaterThan(0)
       // Some checkouts are placed, some refused: the race was real.
       expect(placed).toBeGreaterThan(0)
       expect(placed).toBeLessThan(BUYERS)
       return verdict
     } finally {
       service.child.kill('SIGTERM')
-      await service.child.exited
+      await service.exit()
       await cluster.router.unsafe('alter database shared_router reset waitress.checkout_precheck')
     }
+  }
+
+  async function stopped(service: RunningService) {
+    service.child.kill('SIGTERM')
+    const exit = await service.exit()
+    if (exit.code !== 0) throw new Error(`the service did not stop cleanly (exit ${exit.code ?? exit.signal}): ${exit.tail}`)
   }
 
   it('keeps all or nothing per buyer and conserves stock on each shard, with the dry run first', async () => {

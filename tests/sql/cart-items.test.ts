@@ -2,6 +2,7 @@ import { describe, expect, it } from 'bun:test'
 import { LIMITS } from '../../src/generated/sql.ts'
 import { apiSql, testSql } from '../support/db.ts'
 import { addItem, cartFor, createProduct, refusal } from '../support/fixtures.ts'
+import { until } from '../support/wait.ts'
 
 const sql = testSql()
 const api = apiSql()
@@ -72,11 +73,17 @@ describe('update_cart_item and remove_cart_item', () => {
     try {
       await holder`begin`
       await holder`select from waitress.carts where id = ${cart.id} for no key update`
-      const update = api`select api.update_cart_item(${cart.line}, 1)`.then(
+      const update = api`select api.update_cart_item(${cart.line}, 1) /* waits for the cart */`.then(
         () => 'went through',
         (error) => error.code,
       )
-      await Bun.sleep(100)
+      // Seen waiting for the cart, not merely sent: only then is the line removed under it.
+      await until('the update to wait for the cart', async () => {
+        const [{ waiting }] = await sql`
+          select count(*)::int as waiting from pg_stat_activity
+           where wait_event_type = 'Lock' and query like '%waits for the cart%' and pid <> pg_backend_pid()`
+        return waiting > 0
+      })
       await holder`delete from waitress.cart_items where id = ${cart.line}`
       await holder`commit`
       expect(await update).toBe('WA012')

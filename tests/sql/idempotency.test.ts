@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'bun:test'
 import { apiSql, testSql } from '../support/db.ts'
 import { addItem, cartFor, createProduct, newUserId, refusal, stockOf } from '../support/fixtures.ts'
+import { until } from '../support/wait.ts'
 
 const sql = testSql()
 const api = apiSql()
@@ -24,15 +25,14 @@ async function keyRows(key: string): Promise<number> {
   return count
 }
 
-/** Resolves once a backend other than ours waits for a lock while running `fragment`. */
+/** Resolves once a backend other than ours waits for a lock while running `fragment` (fails, saying so, if none ever does). */
 async function someoneWaitsOnLock(fragment: string) {
-  for (;;) {
+  await until(`a session running "${fragment}" to wait for a lock`, async () => {
     const [{ waiting }] = await sql`
       select count(*)::int as waiting from pg_catalog.pg_stat_activity
        where wait_event_type = 'Lock' and query like ${'%' + fragment + '%'} and pid <> pg_backend_pid()`
-    if (waiting > 0) return
-    await Bun.sleep(10)
-  }
+    return waiting > 0
+  })
 }
 
 describe('api.place_order with an idempotency key', () => {
@@ -100,7 +100,7 @@ describe('api.place_order with an idempotency key', () => {
       await gate
     })
     // The duplicate starts while the first has checked out but not committed.
-    while (firstData === undefined) await Bun.sleep(5)
+    await until('the first request to check out', () => firstData !== undefined)
     const duplicate = api`select r->'orders' as data, (r->>'replayed')::boolean as replayed from api.place_order(${cart.id}, null, null, ${key}, null) r /* duplicate */`.execute()
     await someoneWaitsOnLock('duplicate')
     release()
@@ -121,7 +121,7 @@ describe('api.place_order with an idempotency key', () => {
       claimed = true
       await gate
     })
-    while (!claimed) await Bun.sleep(5)
+    await until('the first request to claim the key', () => claimed)
     // The first holds the key until released, so the duplicate's short lock_timeout always runs out.
     const error = await refusal(
       api.begin(async (tx) => {
@@ -152,7 +152,7 @@ describe('api.place_order with an idempotency key', () => {
         throw new Error('the first request fails after checking out')
       })
       .catch(() => 'rolled back')
-    while (!claimed) await Bun.sleep(5)
+    await until('the first request to claim the key', () => claimed)
     const duplicate = api`select r->'orders' as data, (r->>'replayed')::boolean as replayed from api.place_order(${cart.id}, null, null, ${key}, null) r /* after rollback */`.execute()
     await someoneWaitsOnLock('after rollback')
     release()

@@ -1,4 +1,5 @@
 import { afterAll, describe, expect, it } from 'bun:test'
+import { createHash, createHmac, pbkdf2Sync } from 'node:crypto'
 import { createSql } from '../../src/db/client.ts'
 import { dropLogin, ensureAppLogin, randomPassword } from '../../src/db/app-login.ts'
 import { appDatabaseUrl, appLogin, testDatabaseUrl, testSql } from '../support/db.ts'
@@ -156,19 +157,45 @@ describe('the functions', () => {
   })
 })
 
+/**
+ * Whether `password` is the one PostgreSQL stores for a role: its SCRAM-SHA-256
+ * verifier (StoredKey = H(HMAC(PBKDF2(password, salt, iterations), "Client Key")))
+ * or its md5 hash, recomputed from the password.
+ */
+function verifies(stored: string, password: string, login: string): boolean {
+  const scram = /^SCRAM-SHA-256\$(\d+):([^$]+)\$([^:]+):/.exec(stored)
+  if (scram) {
+    const salted = pbkdf2Sync(password, Buffer.from(scram[2], 'base64'), Number(scram[1]), 32, 'sha256')
+    const clientKey = createHmac('sha256', salted).update('Client Key').digest()
+    return createHash('sha256').update(clientKey).digest('base64') === scram[3]
+  }
+  if (stored.startsWith('md5')) return stored === `md5${createHash('md5').update(password + login).digest('hex')}`
+  throw new Error(`unknown password verifier ${stored.slice(0, 12)}…`)
+}
+
 describe('ensureAppLogin', () => {
   it('creates the login, and at the next start replaces its password so the old one stops working', async () => {
     const login = `waitress_app_probe_${process.pid}`
     try {
       const first = await ensureAppLogin(testDatabaseUrl(), randomPassword(), login)
       const second = await ensureAppLogin(testDatabaseUrl(), randomPassword(), login)
+      // What the server keeps is the second password's verifier, not the first's.
+      const [{ stored }] = await sql<{ stored: string }[]>`select rolpassword as stored from pg_catalog.pg_authid where rolname = ${login}`
+      const passwordOf = (url: string) => decodeURIComponent(new URL(url).password)
+      expect({ first: verifies(stored, passwordOf(first), login), second: verifies(stored, passwordOf(second), login) }).toEqual({ first: false, second: true })
+
+      // And it checks it: a server that trusts TCP connections could not show that, so the suite refuses one.
+      const trusted = await sql<{ line_number: number }[]>`
+        select line_number from pg_catalog.pg_hba_file_rules where auth_method = 'trust' and type like 'host%'`
+      if (trusted.length > 0)
+        throw new Error(
+          `TEST_DATABASE_URL's server trusts TCP connections without a password (pg_hba.conf lines ${trusted.map((r) => r.line_number).join(', ')}), ` +
+            'so it cannot show a replaced password being refused: use one with password authentication (.ci/run sets up scram-sha-256)',
+        )
       const stale = createSql(first, { max: 1 })
       const fresh = createSql(second, { max: 1 })
       try {
-        // A server whose pg_hba.conf trusts local connections (CI's PostgreSQL 15) checks no password at all.
-        const [{ checked }] = await sql`
-          select not exists (select from pg_catalog.pg_hba_file_rules where auth_method = 'trust') as checked`
-        if (checked) expect((await refusal(stale`select 1`)).code).toBe('28P01')
+        expect((await refusal(stale`select 1`)).code).toBe('28P01')
         expect((await fresh`select current_user as me`)[0].me).toBe(login)
         expect((await refusal(fresh`update waitress.products set stock = 0`)).code).toBe('42501')
       } finally {

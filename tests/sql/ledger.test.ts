@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'bun:test'
 import { testSql } from '../support/db.ts'
 import { addItem, agePastDeadline, auditOf, cartFor, createProduct, placedOrder, refusal, stockOf } from '../support/fixtures.ts'
+import { buyersWith } from '../support/proof.ts'
 
 const sql = testSql()
 
@@ -97,6 +98,48 @@ describe('inventory_audit', () => {
     } finally {
       await sql`update waitress.orders set state = 'pending' where id = ${orderId}`
     }
+  })
+
+  it('checks 200 products at once: empty after sales, cancels, expiries, restocks and corrections; exactly the three written behind its back', async () => {
+    const [{ ids }] = await sql<{ ids: number[] }[]>`
+      select array_agg((p->>'id')::bigint order by n) as ids
+        from generate_series(1, 200) n, api.create_product('Audited ' || n, 950 + n % 3, 1000, 10, 100, true) p`
+    const buyers = await buyersWith(
+      sql,
+      ids.map((id) => [[id, 2]]),
+    )
+    const [{ orders }] = await sql<{ orders: number[] }[]>`
+      select array_agg((o->>'id')::bigint order by b.n) as orders
+        from unnest(${buyers.map((b) => b.cartId)}::bigint[]) with ordinality as b(cart_id, n),
+             jsonb_array_elements(api.place_order(b.cart_id)->'orders') o`
+    const every = (k: number) => ids.flatMap((_, i) => (i % k === 0 ? [i] : []))
+    for (const i of every(3)) await sql`select api.act_on_order(${orders[i]}, 'cancel')`
+    await agePastDeadline(sql, every(4).filter((i) => i % 3 !== 0).map((i) => orders[i]))
+    await sql`select api.expire_orders('30 minutes', 100000)`
+    for (const i of every(5)) await sql`select api.restock_product(${ids[i]}, 4)`
+    for (const i of every(7)) await sql`select api.adjust_stock(${ids[i]}, -1, 'count')`
+    expect(await auditOf(sql, ids)).toEqual([])
+
+    // Three products with nothing but their sale (indexes 1, 2 and 11): 10 in, 2 sold, 8 left.
+    const [written, recounted, forgotten] = [ids[1], ids[2], ids[11]]
+    await sql`update waitress.products set stock = stock + 1 where id = ${written}`
+    await sql`update waitress.order_items set quantity = 3 where product_id = ${recounted}`
+    const [initial] = await sql`delete from waitress.stock_movements where product_id = ${forgotten} and reason = 'initial' returning *`
+    try {
+      const rows = (await auditOf(sql, ids)) as { product_id: number }[]
+      expect(rows.sort((a, b) => a.product_id - b.product_id) as unknown[]).toEqual([
+        { product_id: written, name: 'Audited 2', stock: 9, ledger_stock: 8, sold_in_ledger: 2, sold_in_orders: 2 },
+        { product_id: recounted, name: 'Audited 3', stock: 8, ledger_stock: 8, sold_in_ledger: 2, sold_in_orders: 3 },
+        { product_id: forgotten, name: 'Audited 12', stock: 8, ledger_stock: -2, sold_in_ledger: 2, sold_in_orders: 2 },
+      ])
+    } finally {
+      await sql`update waitress.products set stock = stock - 1 where id = ${written}`
+      await sql`update waitress.order_items set quantity = 2 where product_id = ${recounted}`
+      await sql`
+        insert into waitress.stock_movements (product_id, quantity, reason, created_at)
+        values (${initial.product_id}, ${initial.quantity}, ${initial.reason}, ${initial.created_at})`
+    }
+    expect(await auditOf(sql, ids)).toEqual([])
   })
 
   it('stays empty after 1,000 buyers mixed with cancellations, payments, expiries and restocks', async () => {

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'bun:test'
 import { testSql } from '../support/db.ts'
 import { agePastDeadline, auditOf, createProduct, placedOrder, refusal, stockOf } from '../support/fixtures.ts'
+import { until } from '../support/wait.ts'
 
 const sql = testSql()
 
@@ -167,6 +168,38 @@ describe('expire_orders', () => {
     const [{ expired }] = await sql`select count(*)::int as expired from waitress.orders where id = any (${orders}::bigint[]) and state = 'expired'`
     expect(expired).toBe(60)
     expect(await stockOf(sql, product.id)).toBe(200)
+    expect(await auditOf(sql, [product.id])).toEqual([])
+  })
+
+  it('leaves alone an order being paid at that very moment (SKIP LOCKED), without waiting for it, and expires the rest', async () => {
+    const product = await createProduct(sql, { stock: 10 })
+    const [beingPaid, unpaid] = [await placedOrder(sql, product.id), await placedOrder(sql, product.id)]
+    await agePastDeadline(sql, [beingPaid, unpaid])
+    let pay!: (value: 'commit') => void
+    const committed = new Promise<'commit'>((resolve) => (pay = resolve))
+    let paying = false
+    const payment = sql.begin(async (tx) => {
+      await tx`select api.act_on_order(${beingPaid}, 'pay')`
+      paying = true
+      await committed
+    })
+    try {
+      await until('the payment to hold the order', () => paying)
+      // Were it to wait for the payment's lock, lock_timeout would fail it with 55P03.
+      const [{ expired }] = await sql.begin(async (tx) => {
+        await tx`set local lock_timeout = '1s'`
+        return tx`select api.expire_orders('30 minutes', 1000) as expired`
+      })
+      expect(expired).toBeGreaterThanOrEqual(1)
+      expect([await stateOf(beingPaid), await stateOf(unpaid)]).toEqual(['pending', 'expired'])
+    } finally {
+      pay('commit')
+      await payment
+    }
+    expect(await stateOf(beingPaid)).toBe('paid')
+    await sql`select api.expire_orders('30 minutes', 1000)`
+    expect(await stateOf(beingPaid)).toBe('paid')
+    expect(await stockOf(sql, product.id)).toBe(9)
     expect(await auditOf(sql, [product.id])).toEqual([])
   })
 

@@ -10,9 +10,15 @@ export interface BuyerReply {
 
 /**
  * Spawns one OS process per group of carts, waits until every process is
- * ready, releases them all with one signal and returns every checkout's reply.
+ * ready, releases them all with one signal and returns every checkout's
+ * reply. `duringRace` runs once they are released, alongside them (e.g. a
+ * start line that lets go once they are seen waiting).
  */
-export async function raceBuyers(baseUrl: string, cartGroups: number[][]): Promise<BuyerReply[]> {
+export async function raceBuyers<T = void>(
+  baseUrl: string,
+  cartGroups: number[][],
+  duringRace: () => Promise<T> = async () => undefined as T,
+): Promise<{ replies: BuyerReply[]; during: T }> {
   const children = cartGroups.map((cartIds) =>
     Bun.spawn([process.execPath, resolve(import.meta.dir, 'buyer.ts')], {
       stdin: 'pipe',
@@ -33,14 +39,15 @@ export async function raceBuyers(baseUrl: string, cartGroups: number[][]): Promi
     child.stdin.flush()
   }
   const results: BuyerReply[] = []
-  await Promise.all(
-    outputs.map(async (output) => {
+  const [during] = await Promise.all([
+    duringRace(),
+    ...outputs.map(async (output) => {
       for await (const line of output) if (line.trim()) results.push(JSON.parse(line))
     }),
-  )
+  ])
   const codes = await Promise.all(children.map((child) => child.exited))
   if (codes.some((code) => code !== 0)) throw new Error(`buyer processes exited with ${codes}`)
-  return results
+  return { replies: results, during }
 }
 
 async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {

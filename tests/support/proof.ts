@@ -7,13 +7,22 @@ import { type Attempt, type Outcome, type Run, type Verdict } from '../../proof/
 import { outcomeOfHttp, outcomeOfSql } from '../../proof/outcomes.ts'
 import type { Order } from '../../src/models.ts'
 import type { OrderPlacerOptions } from '../../src/order-placer.ts'
-import { apiSql, appDatabaseUrl, testSql } from './db.ts'
+import { apiSql, appDatabaseUrl, recyclablePool, testSql } from './db.ts'
 import { createProduct, newUserId } from './fixtures.ts'
 
-/** The verdict holds: on failure bun prints every violation. */
-export function expectClean(verdict: Verdict) {
+/**
+ * The verdict holds: on failure bun prints every violation. Read from the
+ * database, it also counted deadlocks from a complete counter (every session
+ * of the run published its statistics), unless faults were injected, where
+ * the service must stay up and the count may lag.
+ */
+export function expectClean(verdict: Verdict, options: { indefinite?: boolean } = {}) {
   expect(verdict.violations).toEqual([])
   expect(verdict.ok).toBe(true)
+  if (verdict.source === 'database' && !options.indefinite) {
+    expect(verdict.deadlocks).toBe(0)
+    expect(verdict.notes).toEqual([])
+  }
 }
 
 /** An add_cart_item as a client saw it: the line it landed on and that line's quantity after the add. */
@@ -26,6 +35,12 @@ export type Added = { ok: true; itemId: number; quantity: number } | { ok: false
  */
 export interface Channel {
   name: string
+  /** application_name of its database sessions (a start line counts them). */
+  applicationName: string
+  /** Checkout calls it can have in the database at once: its pool (SQL), or the order placer's call slots (HTTP). */
+  checkoutSessions: number
+  /** Statements of any kind it can have in the database at once: its pool. */
+  sessions: number
   /** Where the HTTP channel's server listens. */
   baseUrl?: string
   checkout(cartId: number): Promise<Outcome>
@@ -45,6 +60,7 @@ export async function coalescingChannel(): Promise<Channel> {
   return {
     ...channel,
     name: 'HTTP, coalesced',
+    checkoutSessions: 1, // callsInFlight: the one checkout call in the database at a time
     async batched() {
       const metrics = await (await fetch(`${channel.baseUrl}/metrics`)).text()
       return Number(/^waitress_checkout_batch_size_sum (\S+)$/m.exec(metrics)?.[1] ?? 0)
@@ -52,8 +68,12 @@ export async function coalescingChannel(): Promise<Channel> {
   }
 }
 
+let channels = 0
+
 export function httpChannel(checkout?: OrderPlacerOptions): Channel {
-  const server = createApp(apiSql(), { orderPlacer: checkout, metrics: new Metrics(undefined, { defaultMetrics: false }) }).listen({ port: 0, hostname: '127.0.0.1' })
+  const applicationName = `waitress-http-${process.pid}-${++channels}`
+  const pool = recyclablePool(appDatabaseUrl(), { max: 10, role: 'waitress_api', applicationName })
+  const server = createApp(pool, { orderPlacer: checkout, metrics: new Metrics(undefined, { defaultMetrics: false }) }).listen({ port: 0, hostname: '127.0.0.1' })
   const baseUrl = `http://127.0.0.1:${server.server!.port}`
   const post = async (path: string, body?: unknown) => {
     try {
@@ -69,6 +89,10 @@ export function httpChannel(checkout?: OrderPlacerOptions): Channel {
   }
   return {
     name: 'HTTP',
+    applicationName,
+    // Checkout calls in the database at once: the rest wait in the order placer for the next batch.
+    checkoutSessions: checkout?.callsInFlight ?? 2,
+    sessions: 10,
     baseUrl,
     async checkout(cartId) {
       const { status, body } = await post(`/carts/${cartId}/checkout`)
@@ -80,14 +104,19 @@ export function httpChannel(checkout?: OrderPlacerOptions): Channel {
     },
     close: async () => {
       await server.stop()
+      await pool.end()
     },
   }
 }
 
 export function sqlChannel(connections = 40): Channel {
-  const sql = createSql(appDatabaseUrl(), { max: connections, role: 'waitress_api' })
+  const applicationName = `waitress-sql-${process.pid}-${++channels}`
+  const sql = recyclablePool(appDatabaseUrl(), { max: connections, role: 'waitress_api', applicationName })
   return {
     name: 'SQL',
+    applicationName,
+    checkoutSessions: connections,
+    sessions: connections,
     checkout: (cartId) => outcomeOfSql(async () => (await sql<{ o: Order }[]>`select o from jsonb_array_elements(api.place_order(${cartId})->'orders') o`).map((row) => row.o)),
     async addItem(cartId, productId, quantity) {
       try {

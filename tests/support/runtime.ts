@@ -1,6 +1,7 @@
 import { spawnSync, type Subprocess } from 'bun'
 import { createServer } from 'node:net'
 import { resolve } from 'node:path'
+import { until } from './wait.ts'
 
 export const ROOT = resolve(import.meta.dir, '../..')
 
@@ -125,8 +126,9 @@ export async function startRuntime(runtime: Runtime, env: Record<string, string>
       const tree = descendants(child.pid)
       child.kill('SIGTERM')
       const code = await Promise.race([child.exited, Bun.sleep(timeoutMs).then(() => null)])
-      // wrangler's children (workerd, esbuild) go a moment after it; anything still there after that is a leak.
-      for (let waited = 0; tree.some(alive) && waited < 10_000; waited += 100) await Bun.sleep(100)
+      // wrangler's children (workerd, esbuild) go a moment after it (a busy machine's moment may be long);
+      // anything still there at the suite's deadline is a leak.
+      await until('the processes started under npm to exit after SIGTERM', () => !tree.some(alive), { everyMs: 100 }).catch(() => {})
       const left = tree.filter(alive)
       for (const pid of [...left, child.pid]) kill(pid)
       await pumped

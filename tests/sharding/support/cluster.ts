@@ -1,6 +1,7 @@
 import { createSql, type Sql } from '../../../src/db/client.ts'
 import { migrate } from '../../../src/db/migrate.ts'
 import { shardingAvailable, startLocalCluster, type ClusterOptions, type LocalCluster } from '../../../scripts/local-shards.ts'
+import { recyclablePool } from '../../support/db.ts'
 
 /**
  * Whether the sharding tests run here: they need PostgreSQL 15 and PL/Proxy
@@ -27,11 +28,17 @@ export interface TestCluster extends LocalCluster {
   close(): Promise<void>
 }
 
+/**
+ * The cluster's pools are recyclable (tests/support/db.ts): before the
+ * invariant checker reads the shards' deadlock counters it ends their
+ * sessions, and with the router's sessions their PL/Proxy connections to the
+ * shards, so that every one publishes what it counted.
+ */
 export async function startTestCluster(options: ClusterOptions = {}): Promise<TestCluster> {
   const cluster = await startLocalCluster(options)
-  const router = createSql(cluster.routerUrl, { max: 10 })
-  const api = createSql(cluster.appUrl, { max: 10, role: 'waitress_api' })
-  const shards = cluster.shardUrls.map((url) => createSql(url, { max: 5 }))
+  const router = recyclablePool(cluster.routerUrl, { max: 10 })
+  const api = recyclablePool(cluster.appUrl, { max: 10, role: 'waitress_api' })
+  const shards = cluster.shardUrls.map((url) => recyclablePool(url, { max: 5 }))
   return {
     ...cluster,
     router,
