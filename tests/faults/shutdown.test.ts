@@ -46,8 +46,8 @@ describe('graceful shutdown', () => {
     const replies = Promise.all(buyers.map((buyer) => checkout(service.baseUrl, buyer.cartId)))
     let drained: { code: number | null; signal: string | number | null; tail: string }
     try {
-      // All 150 in flight: 4 in the database behind the line, 146 in the gate.
-      await line.waitFor(4, { applicationName, queued: () => service.metric('waitress_db_pool_waiting'), queuedAtLeast: 146 })
+      // All 150 in flight: 2 checkout calls in the database behind the line (CHECKOUT_CALLS_IN_FLIGHT), 148 waiting in the order placer.
+      await line.waitFor(2, { applicationName, queued: () => service.metric('waitress_checkout_waiting'), queuedAtLeast: 148 })
       service.child.kill('SIGTERM')
       await until('the service to say it is draining', () => service.log().some((line) => line.msg === 'shutting down: draining requests in flight'))
       expect(await fetch(`${service.baseUrl}/healthz`).then(() => 'answered', () => 'refused')).toBe('refused')
@@ -94,7 +94,7 @@ describe('graceful shutdown', () => {
     const replies = Promise.all(buyers.map((buyer) => checkout(service.baseUrl, buyer.cartId)))
     let ended: Awaited<ReturnType<typeof service.exit>>
     try {
-      await line.waitFor(4, { applicationName, queued: () => service.metric('waitress_db_pool_waiting'), queuedAtLeast: 6 })
+      await line.waitFor(2, { applicationName, queued: () => service.metric('waitress_checkout_waiting'), queuedAtLeast: 8 })
       service.child.kill('SIGTERM')
       // The line still holds: no checkout can finish, so only the deadline can end the wait.
       ended = await within('the service to give up on its requests and exit', service.exit())
