@@ -254,6 +254,8 @@ describe('the gate, end to end', () => {
       DB_POOL_MAX: '1',
       DB_QUEUE_MAX: '1',
       DB_QUEUE_TIMEOUT: queueTimeout,
+      // More checkout calls than the pool has connections: the checkouts reach the gate instead of waiting in the order placer.
+      CHECKOUT_CALLS_IN_FLIGHT: '3',
       DB_LOCK_TIMEOUT: '60s',
       DB_STATEMENT_TIMEOUT: '60s',
     })

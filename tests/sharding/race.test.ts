@@ -21,7 +21,7 @@ import { addItem, cartOf, createProduct, sharedCluster, sharding, usersOn, type 
 
 const BUYERS = 48
 const DUPLICATES = 8
-/** The service's DB_POOL_MAX: sessions of it that can wait at the start line at once. */
+/** The service's DB_POOL_MAX and CHECKOUT_CALLS_IN_FLIGHT: checkout sessions of it that can wait at the start line at once. */
 const POOL = 12
 
 interface Buyer {
@@ -49,6 +49,8 @@ describe.skipIf(!sharding.ok)('a race of carts spanning two shards, through the 
     const service: RunningService = await startService(cluster.routerUrl, {
       APP_DATABASE_URL: cluster.appUrl,
       DB_POOL_MAX: String(POOL),
+      // As many checkout calls as connections: every session can be a checkout waiting at the line.
+      CHECKOUT_CALLS_IN_FLIGHT: String(POOL),
       DB_STATEMENT_TIMEOUT: '20s',
       DB_LOCK_TIMEOUT: '15s',
       DB_QUEUE_TIMEOUT: '30s',
@@ -96,10 +98,10 @@ describe.skipIf(!sharding.ok)('a race of carts spanning two shards, through the 
       const duplicated = buyers.slice(0, DUPLICATES)
       // Every cart wants shard 1's products: a start line there (their row
       // locks, held by the test) lets go once every session the service can
-      // run at once waits behind it and more requests queue in its gate.
+      // run at once waits behind it and more checkouts queue in the service.
       const line = await startLine(cluster.shards[1], { products: onShard[1].map((p) => p.id) })
       const racing = Promise.all([Promise.all(buyers.map(checkout)), Promise.all(duplicated.map(checkout))])
-      const overlap = await line.letGoWhen(POOL, { queued: () => service.metric('waitress_db_pool_waiting') })
+      const overlap = await line.letGoWhen(POOL, { queued: () => service.metric('waitress_checkout_waiting') })
       const [first, twins] = await racing
       const retries = await Promise.all(buyers.map(checkout))
 
