@@ -111,7 +111,10 @@ export function httpChannel(checkout?: OrderPlacerOptions): Channel {
 
 export function sqlChannel(connections = 40): Channel {
   const applicationName = `waitress-sql-${process.pid}-${++channels}`
-  const sql = recyclablePool(appDatabaseUrl(), { max: connections, role: 'waitress_api', applicationName })
+  // Up to 40 checkouts queue for one product at once here, where the service sends 2 calls: on a busy
+  // machine a turn can outlast the role's 2 s lock_timeout. These races judge what is sold, not how long
+  // the queue was (the service's own bounds are tested in tests/service and tests/faults).
+  const sql = recyclablePool(appDatabaseUrl(), { max: connections, role: 'waitress_api', applicationName, lockTimeoutMs: 60_000, statementTimeoutMs: 120_000 })
   return {
     name: 'SQL',
     applicationName,
