@@ -101,7 +101,13 @@ describe.skipIf(!sharding.ok)('a race of carts spanning two shards, through the 
       // run at once waits behind it and more checkouts queue in the service.
       const line = await startLine(cluster.shards[1], { products: onShard[1].map((p) => p.id) })
       const racing = Promise.all([Promise.all(buyers.map(checkout)), Promise.all(duplicated.map(checkout))])
-      const overlap = await line.letGoWhen(POOL, { queued: () => service.metric('waitress_checkout_waiting') })
+      // Without the dry run a checkout reaches shard 1 only after its part on
+      // shard 0 was placed; once shard 0's stock is gone the rest are refused
+      // there and finish, so how many ever reach the line depends on the draw:
+      // then it lets go once one waits there.
+      const overlap = precheck
+        ? await line.letGoWhen(POOL, { queued: () => service.metric('waitress_checkout_waiting') })
+        : await line.letGoWhen(1)
       const [first, twins] = await racing
       const retries = await Promise.all(buyers.map(checkout))
 
@@ -142,9 +148,11 @@ describe.skipIf(!sharding.ok)('a race of carts spanning two shards, through the 
           `${overlap.lockWaiters} sessions waited at the start line on shard 1, ${overlap.queued} requests queued in the service (held ${overlap.heldMs} ms); ` +
           `deadlocks ${verdict.deadlocks}, retries ${JSON.stringify(verdict.retries)}`,
       )
-      // It overlapped: the whole pool waited at once, with requests queued behind it.
-      expect(overlap.lockWaiters).toBeGreaterThanOrEqual(POOL)
-      expect(overlap.queued).toBeGreaterThan(0)
+      // It overlapped: with the dry run, the whole pool waited at once, with
+      // requests queued behind it; without, a checkout held at shard 1 while
+      // the others ran their parts around it.
+      expect(overlap.lockWaiters).toBeGreaterThanOrEqual(precheck ? POOL : 1)
+      if (precheck) expect(overlap.queued).toBeGreaterThan(0)
       // Some checkouts are placed, some refused: the race was real.
       expect(placed).toBeGreaterThan(0)
       expect(placed).toBeLessThan(BUYERS)
