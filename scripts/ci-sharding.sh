@@ -41,8 +41,13 @@ echo "== sharding tests (PostgreSQL $("$pgbin/postgres" --version | awk '{print 
 SHARDING_TESTS=1 "$bun" test --timeout 600000 tests/sharding
 
 echo "== the HTTP suite, unchanged, against a router and two shards"
+# Left out, as they reach past the API into one database's insides: two read
+# the catalog; one holds a checkout's key in an open transaction (through the
+# router, PL/Proxy commits the shard's part at once, so there is nothing to
+# wait for); one plants an order row at the id the sequence hands out next (the
+# router has no orders table; a shard's ids come from new_order_id).
 SHARDING_TESTS=1 "$bun" --config=tests/sharding/router.bunfig.toml test --timeout 120000 \
-  -t '^(?!.*(while a migration is missing|stores SQL and unicode in names))' tests/http
+  -t '^(?!.*(while a migration is missing|stores SQL and unicode in names|whose wait for the first runs into lock_timeout|collides with one already there))' tests/http
 
 echo "== bench:shards smoke (npm run bench:shards -- --quick; no timing is asserted)"
 timeout --kill-after=10 900 "$bun" bench/shards.ts --quick --out "$out/benchmarks-shards.md"
