@@ -24,7 +24,7 @@ import { aggregate, fmtMs, fmtRate, otherCores, renderMarkdown, targets, type Ce
 import { isHttp, MODES, SCENARIOS, type Buyer, type LoadConfig, type LoadResult, type Mode, type Scenario } from './types'
 import { ensureWrk, outcomesOf, startWrk } from './wrk'
 import { DERIVED_LOGIN, derivePassword } from '../src/db/app-login'
-import { pgbouncerBinary, startPgbouncer, type Pgbouncer } from '../tests/support/pgbouncer'
+import { pgbouncerBinary, startPgbouncer, type Pgbouncer } from '../scripts/pgbouncer.ts'
 
 const REPO = resolve(import.meta.dir, '..')
 const HELP = `npm run bench -- [flags]

@@ -11,7 +11,7 @@ import { runFlashSale } from '../../proof/flash-sale.ts'
 import { DERIVED_LOGIN, derivePassword } from '../../src/db/app-login.ts'
 import { createSql } from '../../src/db/client.ts'
 import { appDatabaseUrl, appLogin, testDatabaseUrl, testSql } from '../support/db.ts'
-import { pgbouncerBinary, startPgbouncer, type Pgbouncer } from '../support/pgbouncer.ts'
+import { pgbouncerBinary, startPgbouncer, type Pgbouncer } from '../../scripts/pgbouncer.ts'
 import { lowFreePort, startRuntime, type RunningRuntime } from '../support/runtime.ts'
 
 const POOL_SIZE = 4

@@ -1,6 +1,6 @@
 /**
  * Starts a PgBouncer (transaction mode) in front of a PostgreSQL server, for
- * tests. Debian's pgbouncer 1.18 binary; PgBouncer refuses to run as root, so
+ * tests and the bench. Debian's pgbouncer 1.18 binary; PgBouncer refuses to run as root, so
  * when this process is root the bouncer is told `user = nobody` (it reads its
  * config as root, then drops to nobody; its directory belongs to nobody so it
  * can write the pid file and re-read the auth file on RELOAD).
