@@ -31,7 +31,10 @@ async function hmac(key: Uint8Array<ArrayBuffer>, message: Uint8Array<ArrayBuffe
  * authentication, development only): the service says so at start.
  */
 export async function derivePassword(adminPassword: string, login: string): Promise<string> {
-  return base64url(await hmac(utf8(adminPassword), utf8(`waitress-login:${login}`)))
+  // WebCrypto refuses a zero-length HMAC key; HMAC pads every key with zero
+  // bytes to its block size, so one zero byte is the empty key (RFC 2104).
+  const key = adminPassword === '' ? new Uint8Array(1) : utf8(adminPassword)
+  return base64url(await hmac(key, utf8(`waitress-login:${login}`)))
 }
 
 /**
