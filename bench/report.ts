@@ -425,6 +425,9 @@ export function explainMisses(found: Target[], aggregates: Aggregate[], machine:
         'cart lines (a partial unique index, so never a HOT update) and the product. PostgreSQL charges per statement the ' +
         'executor set-up of each table, every CHECK constraint parsed again from text, and each foreign-key check as a query ' +
         'of its own; a callgrind profile puts those at about 25 %, 23 % and 12 % of a checkout, the JSON documents at 8 %. ' +
+        'The WAL says the same (pg_walinspect, 10 connections on one product): 31 records and 2.6 kB per checkout against the ' +
+        "bare UPDATE's 3 records and 185 B; 14 are index entries, 5 the foreign-key checks' row locks, and about 4 are multixacts, " +
+        "because the two keys to products key-share lock the hot row while another buyer holds it. " +
         'The one-request path already skips the batch machinery; the rest is the schema: domains for the single-column CHECKs ' +
         'save about a tenth. At 10 connections the rate follows the CPU: 10 buyers take turns on one row, each holding it for ' +
         'its decrement and its commit flush, and between turns each spends its own CPU on the rest of the checkout.',
