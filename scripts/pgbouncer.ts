@@ -1,9 +1,10 @@
 /**
  * Starts a PgBouncer (transaction mode) in front of a PostgreSQL server, for
- * tests and the bench. Debian's pgbouncer 1.18 binary; PgBouncer refuses to run as root, so
- * when this process is root the bouncer is told `user = nobody` (it reads its
- * config as root, then drops to nobody; its directory belongs to nobody so it
- * can write the pid file and re-read the auth file on RELOAD).
+ * the tests and the bench. Debian's pgbouncer 1.18 binary; PgBouncer refuses
+ * to run as root, so when this process is root the bouncer is told
+ * `user = nobody` (it reads its config as root, then drops to nobody; its
+ * directory belongs to nobody so it can write the pid file and re-read the
+ * auth file on RELOAD).
  *
  *   const bouncer = await startPgbouncer({ server: { host: '127.0.0.1', port: 5432 },
  *     users: { waitress_admin: 'pw', waitress_app: 'pw2' }, admin: 'waitress_admin', poolSize: 4 })
