@@ -28,16 +28,21 @@ comment on table waitress.refusals is
 -- (add_cart_item, update_cart_item, the checkout). What a hostile request or
 -- cart can make a function do under a lock is bounded by them. The refusals
 -- below name the same numbers in their words (a test checks they agree).
-create function waitress.limits(
-  out max_item_ids integer,       -- distinct cart item ids one order request names (WA110)
-  out max_lines integer,          -- cart lines one order request buys (WA112)
-  out max_note_length integer,    -- characters of an order's note (WA111)
-  out max_open_lines integer,     -- open (unpurchased) lines of a cart (WA114)
-  out max_line_quantity integer   -- units of a product on one cart line (WA115)
+--
+-- A set-returning SQL function with no SET clause, so the planner inlines it:
+-- a caller's cached plan holds the numbers as constants, where a pinned
+-- search_path would make every call parse and plan the body again. Its body
+-- names no object, so there is nothing for a search_path to redirect.
+create function waitress.limits()
+returns table (
+  max_item_ids integer,       -- distinct cart item ids one order request names (WA110)
+  max_lines integer,          -- cart lines one order request buys (WA112)
+  max_note_length integer,    -- characters of an order's note (WA111)
+  max_open_lines integer,     -- open (unpurchased) lines of a cart (WA114)
+  max_line_quantity integer   -- units of a product on one cart line (WA115)
 )
 language sql
 immutable
-set search_path = ''
 as $$
   select 100, 100, 1000, 100, 10000
 $$;

@@ -186,7 +186,7 @@ begin
 
   v_item := waitress.lock_open_cart_item(p_cart_item_id, p_user_id);
 
-  v_max_quantity := (waitress.limits()).max_line_quantity;
+  select l.max_line_quantity into v_max_quantity from waitress.limits() l;
   if p_quantity > v_max_quantity then
     perform waitress.refuse('WA115', format('a cart line holds at most %s units, not %s', v_max_quantity, p_quantity),
       jsonb_build_object('product_id', v_item.product_id, 'quantity', p_quantity, 'limit', v_max_quantity));

@@ -8,11 +8,14 @@ set local role waitress_owner;
 --    before inserting them (its lines and ledger rows refer to them in the same
 --    statement), so the minting is a function: here, the orders' identity
 --    sequence; on a shard (db/shard), an id whose low bits name the seller's
---    partition, so that a bare order id routes to its shard.
+--    partition, so that a bare order id routes to its shard. Here it has no
+--    SET clause, so the planner inlines it into the checkout's cached plans
+--    (a pinned search_path would parse and plan the body on every call); the
+--    body names its function and sequence by schema, so no search_path can
+--    redirect them.
 create function waitress.new_order_id(p_seller_id bigint) returns bigint
 language sql
 volatile
-set search_path = ''
 as $$
   select pg_catalog.nextval('waitress.orders_id_seq')
 $$;

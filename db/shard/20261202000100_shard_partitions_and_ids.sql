@@ -244,7 +244,7 @@ begin
 end
 $$;
 create or replace function waitress.new_order_id(p_seller_id bigint) returns bigint
-language sql volatile set search_path = ''
+language sql volatile
 as $$ select pg_catalog.nextval('waitress.orders_id_seq') $$;
 drop function if exists waitress.mint(bigint, integer);
 drop function if exists waitress.owns(integer);
