@@ -11,6 +11,13 @@ comment on type waitress.order_state is
 
 -- code is derived from id and creation year, so it cannot disagree with them:
 -- OS + 2-digit UTC year + id zero-padded to 10 digits, e.g. OS260000000042.
+-- One-column rules are domains, as for cart_items (20261201000700): planned
+-- once per session, not on every insert of a checkout.
+create domain waitress.order_total as bigint
+  constraint orders_total_price_positive check (value > 0);
+create domain waitress.order_note as text
+  constraint orders_note_length check (length(value) <= 1000);
+
 create table waitress.orders (
   id bigint generated always as identity primary key,
   code text generated always as (
@@ -21,16 +28,14 @@ create table waitress.orders (
   buyer_id bigint not null,
   seller_id bigint not null,
   state waitress.order_state not null default 'pending',
-  total_price bigint not null,
-  note text,
+  total_price waitress.order_total not null,
+  note waitress.order_note,
   paid_at timestamptz,
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now(),
   constraint orders_code_key unique (code),
   -- lpad would silently truncate an id of 11 digits or more.
-  constraint orders_id_fits_code check (id < 10000000000),
-  constraint orders_total_price_positive check (total_price > 0),
-  constraint orders_note_length check (note is null or length(note) <= 1000)
+  constraint orders_id_fits_code check (id < 10000000000)
 );
 
 -- A buyer's and a seller's orders, newest page after a given id (keyset paging).
@@ -51,4 +56,6 @@ comment on column waitress.orders.paid_at is
 -- migrate:down
 set local role waitress_owner;
 drop table if exists waitress.orders;
+drop domain if exists waitress.order_note;
+drop domain if exists waitress.order_total;
 drop type if exists waitress.order_state;

@@ -10,27 +10,28 @@ comment on type waitress.stock_movement_reason is
 -- The ledger: every change of products.stock is one row here, written in the
 -- same transaction by the function that changes the stock. api.inventory_audit()
 -- compares the two.
+-- One-column rules are domains, as for cart_items (20261201000700): planned
+-- once per session, not on every insert of a checkout.
+create domain waitress.stock_movement_quantity as integer
+  constraint stock_movements_quantity_nonzero check (value <> 0);
+create domain waitress.stock_movement_note as text
+  constraint stock_movements_note_length check (length(value) <= 500);
+
 create table waitress.stock_movements (
   id bigint generated always as identity primary key,
   product_id bigint not null,
-  quantity integer not null,
+  quantity waitress.stock_movement_quantity not null,
   reason waitress.stock_movement_reason not null,
   order_id bigint,
-  note text,
+  note waitress.stock_movement_note,
   created_at timestamptz not null default now(),
   constraint stock_movements_product_id_fkey foreign key (product_id) references waitress.products (id),
   constraint stock_movements_order_id_fkey foreign key (order_id) references waitress.orders (id),
-  constraint stock_movements_quantity_nonzero check (quantity <> 0),
-  constraint stock_movements_sign_matches_reason check (
-    case reason
-      when 'sale' then quantity < 0
-      when 'initial' then quantity > 0
-      when 'restock' then quantity > 0
-      when 'release' then quantity > 0
-      else true
-    end),
-  constraint stock_movements_order_iff_sale_or_release check ((order_id is not null) = (reason in ('sale', 'release'))),
-  constraint stock_movements_note_length check (note is null or length(note) <= 500)
+  -- A sale takes stock; initial stock, a restock and a release give it
+  -- (a correction goes either way). Written as small expressions: these two
+  -- are planned again on every insert.
+  constraint stock_movements_sign_matches_reason check (reason = 'correction' or (quantity < 0) = (reason = 'sale')),
+  constraint stock_movements_order_iff_sale_or_release check ((order_id is not null) = (reason = 'sale' or reason = 'release'))
 );
 
 create index stock_movements_product_id_idx on waitress.stock_movements (product_id, id);
@@ -44,4 +45,6 @@ comment on table waitress.stock_movements is
 -- migrate:down
 set local role waitress_owner;
 drop table if exists waitress.stock_movements;
+drop domain if exists waitress.stock_movement_note;
+drop domain if exists waitress.stock_movement_quantity;
 drop type if exists waitress.stock_movement_reason;
