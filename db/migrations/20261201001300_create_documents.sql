@@ -84,7 +84,7 @@ begin
   return (
   select jsonb_build_object(
       'id', p_order.id,
-      'code', p_order.code,
+      'code', waitress.order_code(p_order.id, p_order.created_at),
       'buyer_id', p_order.buyer_id,
       'seller_id', p_order.seller_id,
       'state', p_order.state,

@@ -483,7 +483,7 @@ begin
   -- not read back.
   select (select array_agg(o.id order by o.id) from inserted_orders o),
          (select array_agg(n.ord order by n.id) from new_orders n),
-         (select array_agg(jsonb_build_object('id', o.id, 'code', o.code, 'buyer_id', o.buyer_id, 'seller_id', o.seller_id,
+         (select array_agg(jsonb_build_object('id', o.id, 'code', waitress.order_code(o.id, o.created_at), 'buyer_id', o.buyer_id, 'seller_id', o.seller_id,
                                             'state', o.state, 'total_price', o.total_price, 'note', o.note, 'paid_at', o.paid_at,
                                             'created_at', o.created_at, 'updated_at', o.updated_at) order by o.id)
             from inserted_orders o),
@@ -802,7 +802,7 @@ begin
     select i.product_id, -i.quantity, 'sale', i.order_id from inserted_lines i
   )
   select (select array_agg(o.id order by o.id) from inserted_orders o),
-         (select array_agg(jsonb_build_object('id', o.id, 'code', o.code, 'buyer_id', o.buyer_id, 'seller_id', o.seller_id,
+         (select array_agg(jsonb_build_object('id', o.id, 'code', waitress.order_code(o.id, o.created_at), 'buyer_id', o.buyer_id, 'seller_id', o.seller_id,
                                             'state', o.state, 'total_price', o.total_price, 'note', o.note, 'paid_at', o.paid_at,
                                             'created_at', o.created_at, 'updated_at', o.updated_at) order by o.id)
             from inserted_orders o),

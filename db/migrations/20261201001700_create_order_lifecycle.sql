@@ -101,7 +101,7 @@ begin
   end if;
   v_party_id := case v_action.by_party when 'buyer' then v_order.buyer_id else v_order.seller_id end;
   if p_user_id is not null and p_user_id <> v_party_id then
-    perform waitress.refuse('WA011', format('only the %s of order %s may %s it', v_action.by_party, v_order.code, p_action),
+    perform waitress.refuse('WA011', format('only the %s of order %s may %s it', v_action.by_party, waitress.order_code(v_order.id, v_order.created_at), p_action),
                             jsonb_build_object('order_id', v_order.id, 'action', p_action, 'allowed', v_action.by_party));
   end if;
 
@@ -116,10 +116,10 @@ begin
 
   if not v_order.state = any (v_action.from_states) or (v_action.needs_payment and v_order.paid_at is null) then
     perform waitress.refuse('WA009',
-      format('order %s is %s%s: it cannot be %s', v_order.code, v_order.state,
+      format('order %s is %s%s: it cannot be %s', waitress.order_code(v_order.id, v_order.created_at), v_order.state,
              case when v_action.needs_payment and v_order.paid_at is null then ' and was never paid' else '' end,
              v_action.to_state),
-      jsonb_build_object('order_id', v_order.id, 'code', v_order.code, 'state', v_order.state, 'action', p_action,
+      jsonb_build_object('order_id', v_order.id, 'code', waitress.order_code(v_order.id, v_order.created_at), 'state', v_order.state, 'action', p_action,
                          'allowed_from', to_jsonb(v_action.from_states), 'paid', v_order.paid_at is not null),
       format('%s applies to orders that are %s%s.', p_action, array_to_string(v_action.from_states, ' or '),
              case when v_action.needs_payment then ' and were paid' else '' end));

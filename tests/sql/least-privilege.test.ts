@@ -132,12 +132,13 @@ describe('the functions', () => {
        where p.pronamespace in ('api'::regnamespace, 'waitress'::regnamespace)
          and not exists (select from unnest(coalesce(p.proconfig, '{}')) c where c like 'search_path=%')
        order by 1`
-    // A SET clause stops the planner from inlining a function: these three are
+    // A SET clause stops the planner from inlining a function: these are
     // called on every checkout, and inlined they cost nothing at run time.
     const inlinable = { language: 'sql', definer: false, config: null }
     expect([...unpinned]).toEqual([
       { fn: 'waitress.limits()', ...inlinable },
       { fn: 'waitress.new_order_id(bigint)', ...inlinable },
+      { fn: 'waitress.order_code(bigint,timestamp with time zone)', ...inlinable },
     ])
   })
 
