@@ -728,23 +728,31 @@ declare
   v_limits record;
   v_cart bigint;
   v_buyer bigint;
-  l_item bigint[];
-  l_product bigint[];
-  l_qty integer[];
-  l_price bigint[];
-  l_weight integer[];
-  l_seller bigint[];
-  v_ok boolean;
-  v_sellers integer;
-  v_total numeric;
-  v_order_ids bigint[];
-  v_order_docs jsonb[];
-  v_item_docs jsonb[];
-  v_item_orders bigint[];
-  v_item_products bigint[];
+  v_line record;
+  l_item bigint[] := '{}';
+  l_product bigint[] := '{}';
+  l_qty integer[] := '{}';
+  l_price bigint[] := '{}';
+  l_weight integer[] := '{}';
+  l_seller bigint[] := '{}';
+  v_total numeric := 0;
+  v_sellers bigint[];
+  v_seller bigint;
+  v_seller_total numeric;
+  v_order_id bigint;
+  v_order_ids bigint[] := '{}';
+  v_order_docs jsonb[] := '{}';
+  v_item_docs jsonb[] := '{}';
+  v_item_orders bigint[] := '{}';
+  v_item_products bigint[] := '{}';
+  v_item_qty integer[] := '{}';
+  v_doc jsonb;
   v_product_docs jsonb;
   v_sold integer;
   v_orders jsonb;
+  v_items jsonb;
+  v_k integer;
+  v_i integer;
 begin
   select * into v_limits from waitress.limits();
   if cardinality(p_item_ids) > v_limits.max_item_ids or length(p_note) > v_limits.max_note_length
@@ -760,80 +768,120 @@ begin
     return null;
   end if;
 
-  -- The lines, read with their products (no product lock).
-  select array_agg(ci.id order by ci.product_id), array_agg(ci.product_id order by ci.product_id),
-         array_agg(ci.quantity order by ci.product_id), array_agg(p.price order by ci.product_id),
-         array_agg(p.weight order by ci.product_id), array_agg(p.seller_id order by ci.product_id),
-         bool_and(p.active and p.price > 0 and p.stock >= ci.quantity and ci.quantity <= v_limits.max_line_quantity),
-         count(distinct p.seller_id),
-         sum(p.price::numeric * ci.quantity)
-    into l_item, l_product, l_qty, l_price, l_weight, l_seller, v_ok, v_sellers, v_total
-    from waitress.cart_items ci
-    join waitress.products p on p.id = ci.product_id
-   where ci.cart_id = v_cart and not ci.purchased
-     and (p_item_ids is null or ci.id = any (p_item_ids));
-  if l_item is null or not v_ok or cardinality(l_item) > v_limits.max_lines
-     or (p_item_ids is not null and cardinality(l_item) <> (select count(distinct x) from unnest(p_item_ids) x))
-     or (p_one_seller and v_sellers > 1) or v_total > 9223372036854775807 then
+  -- The lines, read with their products (no product lock), in product order.
+  -- A loop rather than aggregates: this runs once per order, and PostgreSQL
+  -- sets up every aggregate (and its sort) again on each execution.
+  for v_line in
+    select ci.id, ci.product_id, ci.quantity, p.price, p.weight, p.seller_id,
+           p.active and p.price > 0 and p.stock >= ci.quantity and ci.quantity <= v_limits.max_line_quantity as ok
+      from waitress.cart_items ci
+      join waitress.products p on p.id = ci.product_id
+     where ci.cart_id = v_cart and not ci.purchased
+       and (p_item_ids is null or ci.id = any (p_item_ids))
+     order by ci.product_id
+  loop
+    if not v_line.ok then
+      return null;
+    end if;
+    l_item := l_item || v_line.id;
+    l_product := l_product || v_line.product_id;
+    l_qty := l_qty || v_line.quantity;
+    l_price := l_price || v_line.price;
+    l_weight := l_weight || v_line.weight;
+    l_seller := l_seller || v_line.seller_id;
+    v_total := v_total + v_line.price::numeric * v_line.quantity;
+  end loop;
+  -- Duplicate item ids (which waitress.place_orders collapses) fail the count
+  -- check too, and are left to it.
+  if cardinality(l_item) = 0 or cardinality(l_item) > v_limits.max_lines
+     or cardinality(l_item) <> coalesce(cardinality(p_item_ids), cardinality(l_item))
+     or v_total > 9223372036854775807 then
     return null;
   end if;
+  if cardinality(array_remove(l_seller, l_seller[1])) = 0 then
+    v_sellers := l_seller[1:1];
+  elsif p_one_seller then
+    return null;
+  else
+    v_sellers := array(select distinct s from unnest(l_seller) s order by 1);
+  end if;
 
-  with lines as (
-    select * from unnest(l_item, l_product, l_qty, l_price, l_weight, l_seller)
-                  as l(cart_item_id, product_id, quantity, price, weight, seller_id)
-  ), bought as (
-    update waitress.cart_items ci set purchased = true where ci.id = any (l_item)
-  ), new_orders as (
-    select waitress.new_order_id(o.seller_id) as id, o.*
-      from (select seller_id, sum(price * quantity) as total_price from lines group by seller_id order by seller_id) o
-  ), inserted_orders as (
+  -- Everything written, before any product is locked: the lines bought, one
+  -- order per seller (ascending, so ids ascend with sellers) with its lines,
+  -- then the ledger.
+  update waitress.cart_items ci set purchased = true where ci.id = any (l_item);
+  foreach v_seller in array v_sellers loop
+    if cardinality(v_sellers) = 1 then
+      v_seller_total := v_total;
+    else
+      v_seller_total := 0;
+      for v_i in 1 .. cardinality(l_item) loop
+        if l_seller[v_i] = v_seller then
+          v_seller_total := v_seller_total + l_price[v_i]::numeric * l_qty[v_i];
+        end if;
+      end loop;
+    end if;
     insert into waitress.orders (id, buyer_id, seller_id, total_price, note)
     overriding system value
-    select id, v_buyer, seller_id, total_price, p_note from new_orders order by id
-    returning *
-  ), inserted_lines as (
-    insert into waitress.order_items (order_id, product_id, cart_item_id, quantity, price, weight)
-    select o.id, l.product_id, l.cart_item_id, l.quantity, l.price, l.weight
-      from lines l join new_orders o on o.seller_id = l.seller_id
-     order by o.id, l.cart_item_id
-    returning *
-  ), sales as (
-    insert into waitress.stock_movements (product_id, quantity, reason, order_id)
-    select i.product_id, -i.quantity, 'sale', i.order_id from inserted_lines i
-  )
-  select (select array_agg(o.id order by o.id) from inserted_orders o),
-         (select array_agg(jsonb_build_object('id', o.id, 'code', waitress.order_code(o.id, o.created_at), 'buyer_id', o.buyer_id, 'seller_id', o.seller_id,
-                                            'state', o.state, 'total_price', o.total_price, 'note', o.note, 'paid_at', o.paid_at,
-                                            'created_at', o.created_at, 'updated_at', o.updated_at) order by o.id)
-            from inserted_orders o),
-         (select array_agg(jsonb_build_object('id', i.id, 'cart_item_id', i.cart_item_id, 'quantity', i.quantity,
-                                              'price', i.price, 'weight', i.weight) order by i.order_id, i.cart_item_id)
-            from inserted_lines i),
-         (select array_agg(i.order_id order by i.order_id, i.cart_item_id) from inserted_lines i),
-         (select array_agg(i.product_id order by i.order_id, i.cart_item_id) from inserted_lines i)
-    into v_order_ids, v_order_docs, v_item_docs, v_item_orders, v_item_products;
+    values (waitress.new_order_id(v_seller), v_buyer, v_seller, v_seller_total, p_note)
+    returning id, jsonb_build_object('id', id, 'code', waitress.order_code(id, created_at), 'buyer_id', buyer_id, 'seller_id', seller_id,
+                                     'state', state, 'total_price', total_price, 'note', note, 'paid_at', paid_at,
+                                     'created_at', created_at, 'updated_at', updated_at)
+      into v_order_id, v_doc;
+    v_order_ids := v_order_ids || v_order_id;
+    v_order_docs := v_order_docs || v_doc;
+    for v_line in
+      insert into waitress.order_items (order_id, product_id, cart_item_id, quantity, price, weight)
+      select v_order_id, l.product_id, l.cart_item_id, l.quantity, l.price, l.weight
+        from unnest(l_item, l_product, l_qty, l_price, l_weight, l_seller) as l(cart_item_id, product_id, quantity, price, weight, seller_id)
+       where l.seller_id = v_seller
+       order by l.cart_item_id
+      returning product_id, quantity,
+                jsonb_build_object('id', id, 'cart_item_id', cart_item_id, 'quantity', quantity, 'price', price, 'weight', weight) as doc
+    loop
+      v_item_docs := v_item_docs || v_line.doc;
+      v_item_orders := v_item_orders || v_order_id;
+      v_item_products := v_item_products || v_line.product_id;
+      v_item_qty := v_item_qty || v_line.quantity;
+    end loop;
+  end loop;
+  insert into waitress.stock_movements (product_id, quantity, reason, order_id)
+  select m.product_id, -m.quantity, 'sale', m.order_id
+    from unnest(v_item_products, v_item_qty, v_item_orders) as m(product_id, quantity, order_id);
 
   -- Last: the queue, then the products locked in id order and decremented if still as read.
-  perform pg_advisory_xact_lock(1463899218, (x % 2147483647)::integer) from unnest(l_product) x;
-  with want as (
-    select * from unnest(l_product, l_qty, l_price, l_weight, l_seller) as w(id, quantity, price, weight, seller_id)
-  ), locked as (
-    select p.id
-      from waitress.products p
-      join want w on w.id = p.id
-     where p.stock >= w.quantity and p.active and p.price > 0
-       and p.price = w.price and p.weight = w.weight and p.seller_id = w.seller_id
-     order by p.id
-       for no key update of p
-  ), sold as (
+  -- One product (the hot-product case) is one conditional UPDATE, like the
+  -- bare decrement; several are locked in id order first, all or none.
+  if cardinality(l_product) = 1 then
+    perform pg_advisory_xact_lock(1463899218, (l_product[1] % 2147483647)::integer);
     update waitress.products p
-       set stock = p.stock - w.quantity
-      from want w
-     where p.id = w.id
-       and (select count(*) from locked) = cardinality(l_product)
-    returning p.id, waitress.product_json(p) as doc
-  )
-  select jsonb_object_agg(sold.id::text, sold.doc), count(*) into v_product_docs, v_sold from sold;
+       set stock = p.stock - l_qty[1]
+     where p.id = l_product[1] and p.stock >= l_qty[1] and p.active and p.price > 0
+       and p.price = l_price[1] and p.weight = l_weight[1] and p.seller_id = l_seller[1]
+    returning jsonb_build_object(p.id::text, waitress.product_json(p)) into v_product_docs;
+    v_sold := case when v_product_docs is null then 0 else 1 end;
+  else
+    perform pg_advisory_xact_lock(1463899218, (x % 2147483647)::integer) from unnest(l_product) x;
+    with want as (
+      select * from unnest(l_product, l_qty, l_price, l_weight, l_seller) as w(id, quantity, price, weight, seller_id)
+    ), locked as (
+      select p.id
+        from waitress.products p
+        join want w on w.id = p.id
+       where p.stock >= w.quantity and p.active and p.price > 0
+         and p.price = w.price and p.weight = w.weight and p.seller_id = w.seller_id
+       order by p.id
+         for no key update of p
+    ), sold as (
+      update waitress.products p
+         set stock = p.stock - w.quantity
+        from want w
+       where p.id = w.id
+         and (select count(*) from locked) = cardinality(l_product)
+      returning p.id, waitress.product_json(p) as doc
+    )
+    select jsonb_object_agg(sold.id::text, sold.doc), count(*) into v_product_docs, v_sold from sold;
+  end if;
   if v_sold <> cardinality(l_product) then
     -- A product moved since it was read: take back what was written (this
     -- transaction's own rows) and let waitress.place_orders decide.
@@ -844,12 +892,17 @@ begin
     return null;
   end if;
 
-  select jsonb_agg(o.doc || jsonb_build_object('items',
-           (select jsonb_agg(i.doc || jsonb_build_object('product', v_product_docs->(i.product_id::text)) order by i.n)
-              from unnest(v_item_docs, v_item_orders, v_item_products) with ordinality as i(doc, order_id, product_id, n)
-             where i.order_id = o.id)) order by o.id)
-    into v_orders
-    from unnest(v_order_ids, v_order_docs) as o(id, doc);
+  -- The documents: each order with its lines, each line with its product.
+  v_orders := '[]';
+  for v_k in 1 .. cardinality(v_order_ids) loop
+    v_items := '[]';
+    for v_i in 1 .. cardinality(v_item_docs) loop
+      if v_item_orders[v_i] = v_order_ids[v_k] then
+        v_items := v_items || jsonb_build_array(v_item_docs[v_i] || jsonb_build_object('product', v_product_docs->(v_item_products[v_i]::text)));
+      end if;
+    end loop;
+    v_orders := v_orders || jsonb_build_array(v_order_docs[v_k] || jsonb_build_object('items', v_items));
+  end loop;
   return jsonb_build_object('orders', v_orders, 'replayed', false);
 end
 $$;

@@ -181,6 +181,17 @@ describe('the one-request path and the core', () => {
     })
   }
 
+  const strip = (order: Record<string, any>) => ({
+    ...order,
+    id: 0,
+    code: '',
+    buyer_id: 0,
+    created_at: '',
+    updated_at: '',
+    items: order.items.map((i: Record<string, any>) => ({ ...i, id: 0, cart_item_id: 0, product: { ...i.product, stock: 0, updated_at: '' } })),
+  })
+  const stockless = (order: Record<string, any>) => ({ ...order, items: order.items.map((i: Record<string, any>) => ({ ...i, product: { ...i.product, stock: 0, updated_at: '' } })) })
+
   it('return the same documents for the same order', async () => {
     const product = await createProduct(sql, { stock: 9, price: 250 })
     const single = await cartFor(sql)
@@ -189,19 +200,37 @@ describe('the one-request path and the core', () => {
     await addItem(sql, core.id, product.id, 2)
     const [{ placed }] = await sql`select api.place_order(${single.id}) as placed`
     const [{ outcomes }] = await sql`select api.place_orders(${sql.json([{ cart_id: core.id }] as never)}) as outcomes`
-    const strip = (order: Record<string, any>) => ({
-      ...order,
-      id: 0,
-      code: '',
-      buyer_id: 0,
-      created_at: '',
-      updated_at: '',
-      items: order.items.map((i: Record<string, any>) => ({ ...i, id: 0, cart_item_id: 0, product: { ...i.product, stock: 0, updated_at: '' } })),
-    })
     expect(placed.orders.map(strip)).toEqual(outcomes[0].orders.map(strip))
     // And the documents are those order_json reads back (but for the product's stock, which the second order moved).
     const [{ doc }] = await sql`select waitress.order_json(o) as doc from waitress.orders o where o.id = ${placed.orders[0].id}`
-    const stockless = (order: Record<string, any>) => ({ ...order, items: order.items.map((i: Record<string, any>) => ({ ...i, product: { ...i.product, stock: 0, updated_at: '' } })) })
     expect(stockless(placed.orders[0])).toEqual(stockless(doc))
+  })
+
+  it('return the same documents for a cart of three lines from two sellers, which the one-request path places itself', async () => {
+    const low = 100 + Math.floor(Math.random() * 1e6)
+    const high = low + 1
+    const products = [
+      await createProduct(sql, { stock: 9, price: 250, seller_id: high }),
+      await createProduct(sql, { stock: 9, price: 40, seller_id: low }),
+      await createProduct(sql, { stock: 9, price: 7, seller_id: high }),
+    ]
+    const single = await cartFor(sql)
+    const core = await cartFor(sql)
+    for (const [n, product] of products.entries()) {
+      await addItem(sql, single.id, product.id, n + 1)
+      await addItem(sql, core.id, product.id, n + 1)
+    }
+    // waitress.place_one answers null whenever it leaves a request to the core.
+    const [{ placed }] = await sql`select waitress.place_one(${single.id}, null, null, 'two sellers', false, null) as placed`
+    const [{ outcomes }] = await sql`select api.place_orders(${sql.json([{ cart_id: core.id, note: 'two sellers' }] as never)}) as outcomes`
+    expect(placed).not.toBeNull()
+    expect(placed.orders.map((o: { seller_id: number }) => o.seller_id)).toEqual([low, high])
+    expect(placed.orders.map(strip)).toEqual(outcomes[0].orders.map(strip))
+    for (const order of placed.orders) {
+      const [{ doc }] = await sql`select waitress.order_json(o) as doc from waitress.orders o where o.id = ${order.id}`
+      expect(stockless(order)).toEqual(stockless(doc))
+    }
+    expect(await Promise.all(products.map((p) => stockOf(sql, p.id)))).toEqual([9 - 2, 9 - 4, 9 - 6])
+    expect(await auditOf(sql, products.map((p) => p.id))).toEqual([])
   })
 })
