@@ -20,9 +20,6 @@ type Outcome =
   | { orders: Order[]; replayed?: boolean }
   | { error: { code: string; message: string; detail?: unknown; hint?: string } }
 
-/** api.place_orders_now's answer for a checkout it did not place: the products it needs (null: not looked at). */
-type Busy = { busy: number[] | null }
-
 /** A checkout the database refused in a batch: mapped to HTTP like any PostgresError. */
 export class Refused extends postgres.PostgresError {}
 
@@ -82,10 +79,6 @@ interface Waiting {
   resolve: (placed: Placed) => void
   reject: (error: unknown) => void
   timer?: ReturnType<typeof setTimeout>
-  /** The products it needs, once the scout has said (held while it waits, so no later checkout overtakes it). */
-  products?: number[]
-  /** It waited maxWaitMs while the scout looked at it: refused when it comes back. */
-  timedOut?: boolean
 }
 
 /**
@@ -101,15 +94,6 @@ interface Waiting {
  * instead of per buyer. Each buyer still gets their own orders or their own
  * refusal, decided in arrival order, and an Idempotency-Key rides along
  * (recorded in the batch's transaction).
- *
- * A checkout that would wait goes to the scout first (one call at a time,
- * api.place_orders_now): the database places at once those whose cart and
- * products nobody holds (a buyer of anything but the sale's product) and
- * hands back the others with the products they need; those wait in the
- * queue as before, and their products are held there: a later checkout of
- * the same product is never placed before them. While a checkout whose
- * products are unknown (sent at once, unscouted) is in flight, the scout
- * places nothing and only says what each checkout needs.
  *
  * A checkout that names more than BULKY_ITEMS items has a lane of its own:
  * one call at a time, and after each call a rest BULKY_REST times as long.
@@ -131,19 +115,10 @@ export class OrderPlacer {
    * rest), so a large cart is never in a batch of small ones, and however many
    * large carts clients loop, they take at most a quarter of one connection.
    */
-  private readonly lanes: { small: Lane; bulky: Lane; scout: Lane } = {
+  private readonly lanes: { small: Lane; bulky: Lane } = {
     small: { queue: [], inFlight: 0, max: 0, rest: 0, readyAt: 0 },
     bulky: { queue: [], inFlight: 0, max: 1, rest: BULKY_REST, readyAt: 0 },
-    scout: { queue: [], inFlight: 0, max: 1, rest: 0, readyAt: 0 },
   }
-  /** Products of scouted checkouts waiting in the small lane (or in a call of it), with how many. */
-  private readonly held = new Map<number, number>()
-  /** Small-lane calls in flight holding a checkout whose products are unknown. */
-  private unscoutedInFlight = 0
-  /** False once the database said it does not scout (a router): every checkout then queues as before. */
-  private scouting = true
-  /** A scout call is due once the checkouts arriving in this turn of the event loop have joined it. */
-  private scoutDue = false
   private readonly maxBatch: number
   private readonly coalesce: boolean
   private readonly maxWaitMs: number
@@ -152,8 +127,6 @@ export class OrderPlacer {
   private batches = 0
   private checkouts = 0
   private splits = 0
-  private scouted = 0
-  private placedNow = 0
 
   constructor(
     private readonly sql: Sql,
@@ -179,55 +152,22 @@ export class OrderPlacer {
     }
   }
 
-  /** Through a lane: sent at once when a call slot is free, else (by way of the scout) with everyone who waited, in the next call. */
+  /** Through a lane: sent at once when a call slot is free, else with everyone who waited, in the next call. */
   private queued(request: PlaceRequest, key: string | null): Promise<Placed> {
-    const bulky = (request.item_ids?.length ?? 0) > BULKY_ITEMS
-    const small = this.lanes.small
-    const scout = this.lanes.scout
-    // Behind the scout too while it has checkouts: nobody overtakes them.
-    const scouts = this.scouting && (small.inFlight >= small.max || scout.queue.length > 0 || scout.inFlight > 0)
-    const lane = bulky ? this.lanes.bulky : scouts ? scout : small
+    const lane = (request.item_ids?.length ?? 0) > BULKY_ITEMS ? this.lanes.bulky : this.lanes.small
     return new Promise<Placed>((resolve, reject) => {
-      const waiting: Waiting = {
-        request,
-        key,
-        resolve: (placed) => {
-          this.release(waiting)
-          resolve(placed)
-        },
-        reject: (error) => {
-          this.release(waiting)
-          reject(error)
-        },
-      }
+      const waiting: Waiting = { request, key, resolve, reject }
       lane.queue.push(waiting)
       this.pump(lane)
-      // Still waiting (the calls in flight are slow, or stuck on a database that went away): bounded, wherever it waits.
+      // Still waiting for a slot (the calls in flight are slow, or stuck on a database that went away): bounded.
       if (lane.queue[lane.queue.length - 1] === waiting)
         waiting.timer = setTimeout(() => {
-          waiting.timedOut = true
-          for (const waitingIn of [this.lanes.scout, this.lanes.small, this.lanes.bulky]) {
-            const at = waitingIn.queue.indexOf(waiting)
-            if (at < 0) continue
-            waitingIn.queue.splice(at, 1)
-            waiting.reject(new DatabaseBusyError('queue_timeout'))
-          }
+          const at = lane.queue.indexOf(waiting)
+          if (at < 0) return
+          lane.queue.splice(at, 1)
+          reject(new DatabaseBusyError('queue_timeout'))
         }, this.maxWaitMs)
     })
-  }
-
-  private hold(waiting: Waiting, products: number[]) {
-    waiting.products = products
-    for (const id of products) this.held.set(id, (this.held.get(id) ?? 0) + 1)
-  }
-
-  private release(waiting: Waiting) {
-    for (const id of waiting.products ?? []) {
-      const left = (this.held.get(id) ?? 1) - 1
-      if (left > 0) this.held.set(id, left)
-      else this.held.delete(id)
-    }
-    waiting.products = undefined
   }
 
   /** Its own call, no queue (workerd: no promise may outlive or cross requests). */
@@ -242,32 +182,13 @@ export class OrderPlacer {
     }
   }
 
-  /**
-   * Calls made, batches among them (two checkouts or more), checkouts placed through them, batches split, checkouts
-   * waiting; checkouts the scout looked at, and those it placed at once.
-   */
+  /** Calls made, batches among them (two checkouts or more), checkouts placed through them, batches split, checkouts waiting. */
   get batching() {
-    const waiting = this.lanes.small.queue.length + this.lanes.bulky.queue.length + this.lanes.scout.queue.length
-    const { calls, batches, checkouts, splits, scouted, placedNow } = this
-    return { calls, batches, checkouts, splits, waiting, scouted, placedNow }
+    const waiting = this.lanes.small.queue.length + this.lanes.bulky.queue.length
+    return { calls: this.calls, batches: this.batches, checkouts: this.checkouts, splits: this.splits, waiting }
   }
 
   private pump(lane: Lane) {
-    if (lane === this.lanes.scout) {
-      // Every checkout that arrives in this turn of the event loop goes in the same scout call.
-      if (!this.scoutDue) {
-        this.scoutDue = true
-        queueMicrotask(() => {
-          this.scoutDue = false
-          this.pumpNow(lane)
-        })
-      }
-      return
-    }
-    this.pumpNow(lane)
-  }
-
-  private pumpNow(lane: Lane) {
     const now = this.now()
     if (lane.readyAt > now) {
       lane.wake ??= setTimeout(() => {
@@ -278,16 +199,11 @@ export class OrderPlacer {
     }
     while (lane.inFlight < lane.max && lane.queue.length > 0) {
       const batch = lane.queue.splice(0, this.maxBatch)
-      // The scout may hand a checkout back to wait: its timer runs on.
-      if (lane !== this.lanes.scout) for (const waiting of batch) clearTimeout(waiting.timer)
+      for (const waiting of batch) clearTimeout(waiting.timer)
       lane.inFlight++
       const started = this.now()
-      const unscouted = lane === this.lanes.small && batch.some((waiting) => waiting.products === undefined)
-      if (unscouted) this.unscoutedInFlight++
-      const sent = lane === this.lanes.scout ? this.scout(batch) : this.send(batch, { timeouts: 0, until: started + this.maxWaitMs })
-      void sent.finally(() => {
+      void this.send(batch, { timeouts: 0, until: started + this.maxWaitMs }).finally(() => {
         lane.inFlight--
-        if (unscouted) this.unscoutedInFlight--
         if (lane.rest > 0) lane.readyAt = this.now() + lane.rest * (this.now() - started)
         this.pump(lane)
       })
@@ -333,55 +249,6 @@ export class OrderPlacer {
         waiting.reject(refusal)
       }
     })
-  }
-
-  /**
-   * One scout call: places at once the checkouts nobody holds anything of, and
-   * sends the others to the small lane with their products held. Never throws.
-   */
-  private async scout(batch: Waiting[]): Promise<void> {
-    this.calls++
-    this.scouted += batch.length
-    let answers: (Outcome | Busy)[]
-    try {
-      answers = await this.placeNow(batch, this.unscoutedInFlight > 0 ? null : [...this.held.keys()])
-    } catch (error) {
-      if (outcomeUnknown(error)) {
-        const reported = unknownOutcome(batch.length > 1, error)
-        for (const waiting of batch) waiting.reject(reported)
-        return
-      }
-      // Whatever failed (a request's data, a timeout), the small lane decides each checkout on its own terms.
-      if (error instanceof postgres.PostgresError && error.code === '42883') this.scouting = false
-      answers = batch.map(() => ({ busy: null }))
-    }
-    const small = this.lanes.small
-    batch.forEach((waiting, i) => {
-      const answer = answers[i]
-      if ('busy' in answer) {
-        if (answer.busy === null) this.scouting = false
-        if (waiting.timedOut) return waiting.reject(new DatabaseBusyError('queue_timeout'))
-        if (answer.busy !== null) this.hold(waiting, answer.busy)
-        small.queue.push(waiting)
-        return
-      }
-      clearTimeout(waiting.timer)
-      this.placedNow++
-      this.checkouts++
-      try {
-        waiting.resolve(placedOrRefused(answer))
-      } catch (refusal) {
-        waiting.reject(refusal)
-      }
-    })
-    this.pump(small)
-  }
-
-  private async placeNow(batch: Waiting[], held: number[] | null): Promise<(Outcome | Busy)[]> {
-    const requests = batch.map(({ request, key }) => (key === null ? request : { ...request, idempotency_key: key }))
-    const [row] = await this.sql<{ outcomes: (Outcome | Busy)[] }[]>`
-      select api.place_orders_now(${this.sql.json(requests as never)}, ${held}::bigint[]) as outcomes`
-    return row.outcomes
   }
 
   private async placeAlone({ request, key }: Waiting): Promise<Outcome> {

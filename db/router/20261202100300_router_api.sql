@@ -771,27 +771,6 @@ $$;
 comment on function waitress.place_groups(jsonb[], integer[], jsonb, integer[], jsonb[]) is
   'Part of a batch: its requests on each database as one place_orders call there.';
 
--- The single database's scout (api.place_orders_now) needs the products'
--- queues of one database; across shards it would hold locks on several
--- while it decides. The router does not scout: it answers every request
--- {"busy": null} ("not looked at"), the service sends them to its queue as
--- before and stops asking.
-create function api.place_orders_now(p_requests jsonb, p_held bigint[] default '{}') returns jsonb
-language plpgsql
-security definer
-set search_path = ''
-as $$
-begin
-  if jsonb_typeof(p_requests) is distinct from 'array' or jsonb_array_length(p_requests) > 1000 then
-    raise exception using errcode = '22023', message = 'place_orders_now takes a JSON array of at most 1000 requests';
-  end if;
-  return coalesce((select jsonb_agg('{"busy": null}'::jsonb) from jsonb_array_elements(p_requests)), '[]');
-end
-$$;
-
-comment on function api.place_orders_now(jsonb, bigint[]) is
-  'On the router: places nothing; every request is answered {"busy": null}, for api.place_orders to place.';
-
 -- Many checkouts at once (coalesced batches): the requests whose lines are on
 -- one shard go to that shard together, as one place_orders call there (each
 -- still all or nothing, in arrival order); a request spanning shards is a

@@ -5,8 +5,6 @@ import { DatabaseBusyError } from '../../src/db/gate.ts'
 import { OrderPlacer, OUTCOME_UNKNOWN, Refused, type PlaceRequest } from '../../src/order-placer.ts'
 import { apiSql, testSql } from '../support/db.ts'
 import { addItem, auditOf, cartFor, createProduct, stockOf } from '../support/fixtures.ts'
-import { holdingStatements } from '../support/held.ts'
-import { until } from '../support/wait.ts'
 
 const sql = testSql()
 const whole = (cartId: number): PlaceRequest => ({ cart_id: cartId, item_ids: null, note: null, one_seller: false })
@@ -38,40 +36,6 @@ describe('checkout coalescing (no switch)', () => {
     expect(placer.batching.calls).toBeLessThan(200)
     expect(await stockOf(sql, hot.id)).toBe(0)
     expect(await auditOf(sql, [hot.id])).toEqual([])
-  })
-
-  it("places a checkout of another product at once while the crowd's batch waits for the hot one, and lets no later buyer of the hot one overtake", async () => {
-    const hot = await createProduct(sql, { name: 'Hot', stock: 100 })
-    const other = await createProduct(sql, { name: 'Other', stock: 100 })
-    const cartOf = async (productId: number) => {
-      const cart = await cartFor(sql)
-      await addItem(sql, cart.id, productId, 1)
-      return cart.id
-    }
-    const crowd = await Promise.all(Array.from({ length: 6 }, () => cartOf(hot.id)))
-    const shopper = await cartOf(other.id)
-    // The crowd's batch (api.place_orders) is kept from the database until released: the sale's queue, never moving.
-    const database = holdingStatements(apiSql(), /api\.place_orders\(/)
-    const placer = new OrderPlacer(database.sql, { callsInFlight: 1 })
-
-    const first = crowd.slice(0, 5).map((cart) => placer.place(whole(cart)))
-    await until('the crowd to wait in a batch the scout has looked at', () => database.held() === 1, {
-      seen: () => JSON.stringify({ held: database.held(), ...placer.batching }),
-    })
-    const late = placer.place(whole(crowd[5]))
-    const shopped = await placer.place(whole(shopper))
-
-    expect(shopped.orders).toHaveLength(1)
-    expect(await stockOf(sql, other.id)).toBe(99)
-    expect(database.held()).toBe(1)
-    expect(placer.batching).toMatchObject({ placedNow: 1 })
-    database.release()
-    const placed = await Promise.all([...first, late])
-    // The late buyer of the hot product waited behind the crowd, as without the scout.
-    const ids = placed.map((p) => p.orders[0].id)
-    expect(ids.at(-1)).toBe(Math.max(...ids))
-    expect(await stockOf(sql, hot.id)).toBe(94)
-    expect(await auditOf(sql, [hot.id, other.id])).toEqual([])
   })
 
   it('sends a checkout that finds no call in flight at once, alone', async () => {
@@ -152,19 +116,12 @@ describe('checkout coalescing (no switch)', () => {
 /**
  * A stand-in for the pool: answers api.place_order / api.place_orders as the
  * script says, and records each call's cart ids in the order they were sent.
- * Its scout (api.place_orders_now) places nothing: every checkout is busy.
  */
 function scriptedSql(fail: (cartIds: number[]) => unknown | undefined) {
   const calls: number[][] = []
-  const scouted: number[][] = []
   let release: () => void = () => {}
   const gate = new Promise<void>((resolve) => (release = resolve))
   const fake = (async (strings: TemplateStringsArray, ...values: unknown[]) => {
-    if (strings.join('?').includes('place_orders_now')) {
-      const requests = values[0] as PlaceRequest[]
-      scouted.push(requests.map((r) => r.cart_id!))
-      return [{ outcomes: requests.map(() => ({ busy: [] })) }]
-    }
     const batched = strings.join('?').includes('place_orders')
     const cartIds = batched ? (values[0] as PlaceRequest[]).map((r) => r.cart_id!) : [values[0] as number]
     calls.push(cartIds)
@@ -175,7 +132,7 @@ function scriptedSql(fail: (cartIds: number[]) => unknown | undefined) {
     return batched ? [{ outcomes: cartIds.map(order) }] : [{ placed: order(cartIds[0]) }]
   }) as unknown as Sql
   ;(fake as unknown as { json: (x: unknown) => unknown }).json = (x) => x
-  return { sql: fake, calls, scouted, release }
+  return { sql: fake, calls, release }
 }
 
 /** Sends a blocker, then `ids` while it holds the only slot, so they go as one batch; returns each one's outcome. */
