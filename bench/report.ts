@@ -445,6 +445,19 @@ export function explainMisses(found: Target[], aggregates: Aggregate[], machine:
         'more processes add event loops, not cores. With more cores than processes, or CHECKOUT_CALLS_IN_FLIGHT=1 per process ' +
         'so that all of them together keep about as many calls in flight as one, the batches stay large.',
     )
+  const bouncer = get('hot', 'http-pgbouncer')
+  const direct256 = bouncer && get('hot', 'http', bouncer.concurrency)
+  if (bouncer && direct256 && missed((t) => t.id === '4' && t.what.includes('PgBouncer')))
+    out.push(
+      `**Through PgBouncer (${fmtRate(bouncer.rate)} against ${fmtRate(direct256.rate)} orders/s).** The rate is bound by CPU, and ` +
+        `through PgBouncer each order costs more of it: the service's ${fmtUs(bouncer.cpuUs.service)} µs against ` +
+        `${fmtUs(direct256.cpuUs.service)}, the database's ${fmtUs(bouncer.cpuUs.db)} against ${fmtUs(direct256.cpuUs.db)}, and ` +
+        `PgBouncer's own process runs in the other load (${bouncer.otherCores.toFixed(2)} cores against ${direct256.otherCores.toFixed(2)}). ` +
+        'Transaction mode in PgBouncer 1.18 forbids prepared statements, so the service runs with DB_PREPARE=false: every call ' +
+        'is parsed and planned again and its result described again, and every byte of the batches and their documents crosses ' +
+        'one more process on the same cores. Those explain part of the difference; a profile of both cells is what would ' +
+        'settle the rest.',
+    )
   const shop = get('shop', 'http')
   if (shop?.side && missed((t) => t.id === '5'))
     out.push(
