@@ -43,10 +43,13 @@ export async function installFacade(routerUrl: string, shardUrls: string[]): Pro
   const shard = createSql(shardUrls[0], { max: 1 })
   const columns = await shard<{ table_name: string; column_name: string; type: string; is_enum: boolean }[]>`
     select c.table_name, c.column_name,
-           case when c.data_type = 'USER-DEFINED' then 'text' else format_type(a.atttypid, a.atttypmod) end as type,
+           -- A domain (a one-column rule) reads as its base type: the router has no such type.
+           case when c.data_type = 'USER-DEFINED' then 'text'
+                else format_type(case when t.typtype = 'd' then t.typbasetype else a.atttypid end, a.atttypmod) end as type,
            c.data_type = 'USER-DEFINED' as is_enum
       from information_schema.columns c
       join pg_attribute a on a.attrelid = ('waitress.' || c.table_name)::regclass and a.attname = c.column_name
+      join pg_type t on t.oid = a.atttypid
      where c.table_schema = 'waitress' and c.table_name = any (${TABLES})
      order by c.table_name, c.ordinal_position`
   await shard.end({ timeout: 5 })
