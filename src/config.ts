@@ -21,7 +21,8 @@ export interface Config {
   /**
    * Named prepared statements (DB_PREPARE, default true). Set false behind a
    * transaction pooler (PgBouncer 1.18 keeps no prepared statement across
-   * transactions); it costs one more round trip per query with parameters.
+   * transactions). The checkout calls still take one round trip (their
+   * parameters carry their types); other queries with parameters take two.
    */
   dbPrepare: boolean
   /**

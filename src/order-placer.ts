@@ -20,6 +20,10 @@ type Outcome =
   | { orders: Order[]; replayed?: boolean }
   | { error: { code: string; message: string; detail?: unknown; hint?: string } }
 
+/** Type oids of the checkout calls' parameters (pg_type): int8 and text. */
+const INT8 = 20
+const TEXT = 25
+
 /** A checkout the database refused in a batch: mapped to HTTP like any PostgresError. */
 export class Refused extends postgres.PostgresError {}
 
@@ -253,14 +257,21 @@ export class OrderPlacer {
 
   private async placeAlone({ request, key }: Waiting): Promise<Outcome> {
     // A refusal arrives as a PostgresError and is passed to the buyer as is.
+    // Every parameter carries its type, so without prepared statements (behind
+    // PgBouncer) the call still takes one round trip, not a describe first.
     const sql = this.sql
+    const id = (value: number | null | undefined) => (value === null || value === undefined ? null : sql.typed(value, INT8))
+    const text = (value: string | null) => (value === null ? null : sql.typed(value, TEXT))
+    // As an array literal in text: postgres.js learns the array types only
+    // after a new connection's first query has been built.
+    const items = request.item_ids === null ? null : text(`{${request.item_ids.join(',')}}`)
     const [row] =
       request.cart_id !== undefined
         ? await sql<{ placed: Placed }[]>`
-            select api.place_order(${request.cart_id}, ${request.item_ids}::bigint[], ${request.note}, ${key},
-                                   ${request.user_id ?? null}) as placed`
+            select api.place_order(${id(request.cart_id)}, ${items}::bigint[], ${text(request.note)}, ${text(key)},
+                                   ${id(request.user_id)}) as placed`
         : await sql<{ placed: Placed }[]>`
-            select api.place_buyer_order(${request.buyer_id ?? null}, ${request.item_ids}::bigint[], ${request.note}, ${key}) as placed`
+            select api.place_buyer_order(${id(request.buyer_id)}, ${items}::bigint[], ${text(request.note)}, ${text(key)}) as placed`
     return row.placed
   }
 

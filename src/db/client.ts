@@ -10,7 +10,10 @@ export interface SqlOptions {
   /**
    * Named prepared statements (default true). False behind a transaction
    * pooler (PgBouncer 1.18 keeps no prepared statement across transactions):
-   * DB_PREPARE=false. It costs a round trip per query with parameters.
+   * DB_PREPARE=false. A query then costs a round trip more (postgres.js asks
+   * for its parameters' types first) unless every parameter is null or
+   * carries its type (sql.typed, sql.array, sql.json; patches/postgres+3.4.9.patch),
+   * as the checkout calls' do.
    */
   prepare?: boolean
   /** application_name of every session (default waitress): how pg_stat_activity tells this pool's sessions apart. PgBouncer keeps it per client. */

@@ -131,7 +131,8 @@ function scriptedSql(fail: (cartIds: number[]) => unknown | undefined) {
     const order = (id: number) => ({ orders: [{ id }], replayed: false })
     return batched ? [{ outcomes: cartIds.map(order) }] : [{ placed: order(cartIds[0]) }]
   }) as unknown as Sql
-  ;(fake as unknown as { json: (x: unknown) => unknown }).json = (x) => x
+  // The parameters as they are: typed ones (sql.typed) unwrapped.
+  Object.assign(fake, { json: (x: unknown) => x, typed: (x: unknown) => x })
   return { sql: fake, calls, release }
 }
 
@@ -174,7 +175,7 @@ describe('the bulky lane', () => {
       const order = { orders: [{ id: 1 }], replayed: false }
       return batched ? [{ outcomes: [order, order] }] : [{ placed: order }]
     }) as unknown as Sql
-    ;(slow as unknown as { json: (x: unknown) => unknown }).json = (x) => x
+    Object.assign(slow, { json: (x: unknown) => x, typed: (x: unknown) => x })
     const placer = new OrderPlacer(slow)
     const bulky = () => placer.place({ ...whole(1), item_ids: Array.from({ length: 11 }, (_, i) => i + 1) })
     await bulky()
