@@ -58,6 +58,26 @@ set local role waitress_owner;
 -- the cost of a checkout under any lock is bounded by them, and HTTP and SQL
 -- callers meet the same numbers.
 
+-- What "for sale" means, and what a product read without its lock must still
+-- be when a checkout decrements it: for sale, with the stock the line takes,
+-- at the price, weight and seller the order was written with. Each rule is
+-- written once, here, for every path; plain SQL without a SET clause, so the
+-- planner inlines them and they cost nothing at run time.
+create function waitress.for_sale(p waitress.products) returns boolean
+language sql immutable parallel safe
+as $$
+  select p.active and p.price > 0
+$$;
+
+create function waitress.still_as_read(
+  p waitress.products, p_quantity integer, p_price bigint, p_weight integer, p_seller_id bigint
+) returns boolean
+language sql immutable parallel safe
+as $$
+  select waitress.for_sale(p) and p.stock >= p_quantity
+     and p.price = p_price and p.weight = p_weight and p.seller_id = p_seller_id
+$$;
+
 -- One attempt at deciding and writing a batch (steps 3 to 5 above).
 -- p_requests holds null where a request is already answered. p_locked:
 -- false = optimistic (raises raise_exception when a product moved, so the
@@ -320,22 +340,18 @@ begin
   if p_locked then
     perform pg_advisory_xact_lock(1463899218, (q.id % 2147483647)::integer)
        from (select distinct l_product[c] as id from unnest(v_chosen) c order by 1) q;
-    select array_agg(p.id order by p.id), array_agg(p.price order by p.id), array_agg(p.weight order by p.id),
-           array_agg(p.seller_id order by p.id), array_agg(p.active and p.price > 0 order by p.id),
-           array_agg(p.name order by p.id), array_agg(p.stock order by p.id)
-      into v_products, p_price, p_weight, p_seller, p_for_sale, p_name, v_remaining
-      from (select p.* from waitress.products p
-             where p.id = any (array(select l_product[c] from unnest(v_chosen) c))
-             order by p.id
-               for no key update) p;
-  else
-    select array_agg(p.id order by p.id), array_agg(p.price order by p.id), array_agg(p.weight order by p.id),
-           array_agg(p.seller_id order by p.id), array_agg(p.active and p.price > 0 order by p.id),
-           array_agg(p.name order by p.id), array_agg(p.stock order by p.id)
-      into v_products, p_price, p_weight, p_seller, p_for_sale, p_name, v_remaining
-      from waitress.products p
-     where p.id = any (array(select l_product[c] from unnest(v_chosen) c));
+    perform from waitress.products p
+      where p.id = any (array(select l_product[c] from unnest(v_chosen) c))
+      order by p.id
+        for no key update;
   end if;
+  -- (Locked, the rows read are those locked: each statement reads what is committed.)
+  select array_agg(p.id order by p.id), array_agg(p.price order by p.id), array_agg(p.weight order by p.id),
+         array_agg(p.seller_id order by p.id), array_agg(waitress.for_sale(p) order by p.id),
+         array_agg(p.name order by p.id), array_agg(p.stock order by p.id)
+    into v_products, p_price, p_weight, p_seller, p_for_sale, p_name, v_remaining
+    from waitress.products p
+   where p.id = any (array(select l_product[c] from unnest(v_chosen) c));
 
   -- Every rule, request by request in arrival order; each line's work is a
   -- few array look-ups, and no request has more than max_lines lines.
@@ -513,8 +529,7 @@ begin
     select p.id
       from waitress.products p
       join want w on w.id = p.id
-     where p.stock >= w.quantity and p.active and p.price > 0
-       and p.price = w.price and p.weight = w.weight and p.seller_id = w.seller_id
+     where waitress.still_as_read(p, w.quantity, w.price, w.weight, w.seller_id)
      order by p.id
        for no key update of p
   )
@@ -773,7 +788,7 @@ begin
   -- sets up every aggregate (and its sort) again on each execution.
   for v_line in
     select ci.id, ci.product_id, ci.quantity, p.price, p.weight, p.seller_id,
-           p.active and p.price > 0 and p.stock >= ci.quantity and ci.quantity <= v_limits.max_line_quantity as ok
+           waitress.for_sale(p) and p.stock >= ci.quantity and ci.quantity <= v_limits.max_line_quantity as ok
       from waitress.cart_items ci
       join waitress.products p on p.id = ci.product_id
      where ci.cart_id = v_cart and not ci.purchased
@@ -856,8 +871,7 @@ begin
     perform pg_advisory_xact_lock(1463899218, (l_product[1] % 2147483647)::integer);
     update waitress.products p
        set stock = p.stock - l_qty[1]
-     where p.id = l_product[1] and p.stock >= l_qty[1] and p.active and p.price > 0
-       and p.price = l_price[1] and p.weight = l_weight[1] and p.seller_id = l_seller[1]
+     where p.id = l_product[1] and waitress.still_as_read(p, l_qty[1], l_price[1], l_weight[1], l_seller[1])
     returning jsonb_build_object(p.id::text, waitress.product_json(p)) into v_product_docs;
     v_sold := case when v_product_docs is null then 0 else 1 end;
   else
@@ -868,8 +882,7 @@ begin
       select p.id
         from waitress.products p
         join want w on w.id = p.id
-       where p.stock >= w.quantity and p.active and p.price > 0
-         and p.price = w.price and p.weight = w.weight and p.seller_id = w.seller_id
+       where waitress.still_as_read(p, w.quantity, w.price, w.weight, w.seller_id)
        order by p.id
          for no key update of p
     ), sold as (
@@ -1009,3 +1022,5 @@ drop function if exists api.place_orders(jsonb);
 drop function if exists waitress.place_one(bigint, bigint, bigint[], text, boolean, bigint);
 drop function if exists waitress.place_orders(jsonb);
 drop function if exists waitress.place_orders_attempt(jsonb, boolean);
+drop function if exists waitress.still_as_read(waitress.products, integer, bigint, integer, bigint);
+drop function if exists waitress.for_sale(waitress.products);

@@ -136,9 +136,11 @@ describe('the functions', () => {
     // called on every checkout, and inlined they cost nothing at run time.
     const inlinable = { language: 'sql', definer: false, config: null }
     expect([...unpinned]).toEqual([
+      { fn: 'waitress.for_sale(waitress.products)', ...inlinable },
       { fn: 'waitress.limits()', ...inlinable },
       { fn: 'waitress.new_order_id(bigint)', ...inlinable },
       { fn: 'waitress.order_code(bigint,timestamp with time zone)', ...inlinable },
+      { fn: 'waitress.still_as_read(waitress.products,integer,bigint,integer,bigint)', ...inlinable },
     ])
   })
 

@@ -37,15 +37,15 @@ export const MUTANTS = {
     },
     {
       what: 'a locked attempt locks in id order',
-      from: /order by p\.id\s+for no key update\) p;/g,
-      to: 'order by random() for no key update) p;',
+      from: /order by p\.id\s+for no key update;/g,
+      to: 'order by random() for no key update;',
     },
   ],
   'read-then-write': [
     {
       what: 'the decrement checks that the stock is still there',
-      from: /where p\.stock >= w\.quantity and p\.active/g,
-      to: 'where p.active',
+      from: /where waitress\.still_as_read\(p, w\.quantity, w\.price, w\.weight, w\.seller_id\)/g,
+      to: 'where waitress.for_sale(p) and p.price = w.price and p.weight = w.weight and p.seller_id = w.seller_id',
     },
     {
       what: 'the stock is decremented where it is written',
