@@ -172,7 +172,7 @@ declare
   v_max_quantity integer;
   l_over bigint[];
   v_over bigint[];
-  v_ord_orders record;
+  v_items jsonb;
   v_product_docs jsonb;
   v_item_docs jsonb[];
   v_item_orders bigint[];
@@ -548,17 +548,20 @@ begin
     raise exception 'checkout: a product changed while the batch was decided; deciding again under its lock';
   end if;
 
-  for v_ord_orders in
-    select o.ord,
-           jsonb_agg(o.doc || jsonb_build_object('items',
-                       (select jsonb_agg(i.doc || jsonb_build_object('product', v_product_docs->(i.product_id::text)) order by i.n)
-                          from unnest(v_item_docs, v_item_orders, v_item_products) with ordinality as i(doc, order_id, product_id, n)
-                         where i.order_id = o.id))
-                     order by o.id) as orders
-      from unnest(v_order_ids, v_order_ords, v_order_docs) as o(id, ord, doc)
-     group by o.ord
-  loop
-    v_results[v_ord_orders.ord] := jsonb_build_object('orders', v_ord_orders.orders);
+  -- The documents: each order with its lines, each line with its product.
+  -- Orders and lines are both in order id order, so one pass pairs them (a
+  -- query per order over all the lines would cost the batch's size squared).
+  v_line := 1;
+  for v_k in 1 .. cardinality(v_order_ids) loop
+    v_items := '[]';
+    while v_line <= cardinality(v_item_orders) and v_item_orders[v_line] = v_order_ids[v_k] loop
+      v_items := v_items || jsonb_build_array(v_item_docs[v_line]
+                                              || jsonb_build_object('product', v_product_docs->(v_item_products[v_line]::text)));
+      v_line := v_line + 1;
+    end loop;
+    v_ord := v_order_ords[v_k];
+    v_results[v_ord] := jsonb_build_object('orders', coalesce(v_results[v_ord]->'orders', '[]')
+                                                     || jsonb_build_array(v_order_docs[v_k] || jsonb_build_object('items', v_items)));
   end loop;
 
   return to_jsonb(v_results);
