@@ -22,7 +22,7 @@ function isJson(contentType: string | null): boolean {
 
 const tooLarge = (maxBytes: number) => new ApiError(413, `the request body is larger than ${maxBytes} bytes`)
 
-/** Reads at most maxBytes of the body, whatever Content-Length claims (a chunked body has none). */
+/** Reads at most maxBytes of a body that declares no length (chunked), never more whatever the client sends. */
 async function readCapped(body: ReadableStream<Uint8Array>, maxBytes: number): Promise<Uint8Array> {
   const reader = body.getReader()
   const chunks: Uint8Array[] = []
@@ -65,7 +65,15 @@ export const jsonBodies = (maxBytes: number) =>
     const contentType = request.headers.get('content-type')
     if (declaredLength !== null && Number(declaredLength) > 0 && !isJson(contentType)) throw unsupported()
 
-    const bytes = request.body ? await readCapped(request.body, maxBytes) : new Uint8Array()
+    // A declared length bounds what the runtime reads (HTTP framing), so the
+    // runtime's own read is safe and far cheaper than a stream reader; a
+    // chunked body, which declares none, is read chunk by chunk up to the cap.
+    const bytes = !request.body
+      ? new Uint8Array()
+      : declaredLength !== null
+        ? new Uint8Array(await request.arrayBuffer())
+        : await readCapped(request.body, maxBytes)
+    if (bytes.byteLength > maxBytes) throw tooLarge(maxBytes)
     if (bytes.byteLength === 0) return {}
     if (!isJson(contentType)) throw unsupported()
 

@@ -311,6 +311,19 @@ describe('hostile bodies', () => {
     expect(reply.status).toBe(413)
     expect(sent).toBeLessThan(100)
   })
+
+  it('refuses a body larger than its Content-Length says with 413 (a server frames a body by it; app.handle does not)', async () => {
+    const response = await createApp(apiSql()).handle(
+      new Request(`http://localhost/carts/${cartId}/checkout`, {
+        method: 'POST',
+        body: JSON.stringify({ note: 'x'.repeat(70_000) }),
+        headers: { 'content-type': 'application/json', 'content-length': '100' },
+      }),
+    )
+    const reply = { status: response.status, body: await response.json(), headers: response.headers }
+    await expectRefused(reply, 'a lying content-length')
+    expect(reply.status).toBe(413)
+  })
 })
 
 describe('hostile paths, queries and methods', () => {
