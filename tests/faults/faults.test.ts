@@ -143,7 +143,16 @@ async function judged(db: Sql, fault: string, buyers: Buyer[], replies: Reply[],
 
 /** The service heals by itself: /readyz turns 200 and a fresh checkout is placed. */
 async function expectRecovers(db: Sql, baseUrl: string, cartId?: number) {
-  await until(`${baseUrl}/readyz to answer 200 again`, async () => (await fetch(`${baseUrl}/readyz`).then((r) => r.status, () => 0)) === 200, { everyMs: 100 })
+  // If it never does, say whether the process is still there and what it last wrote.
+  const running = services.find((s) => s.baseUrl === baseUrl)
+  const seen = async () => {
+    if (!running) return 'no service of this test answers there'
+    const { exitCode, signalCode } = running.child
+    const { stdout, stderr } = running.output()
+    return `${exitCode !== null || signalCode !== null ? `the service exited (${exitCode ?? signalCode})` : 'the service is running'}; ` +
+      `its last output: ${stdout.slice(-2000)}${stderr ? ` stderr: ${stderr.slice(-2000)}` : ''}`
+  }
+  await until(`${baseUrl}/readyz to answer 200 again`, async () => (await fetch(`${baseUrl}/readyz`).then((r) => r.status, () => 0)) === 200, { everyMs: 100, seen })
   if (cartId === undefined) {
     const product = await createProduct(db, { name: 'After the fault', stock: 5 })
     ;[{ cartId }] = await buyersWith(db, [[[product.id, 1]]])
