@@ -12,8 +12,9 @@ export interface SqlOptions {
    * pooler (PgBouncer 1.18 keeps no prepared statement across transactions):
    * DB_PREPARE=false. A query then costs a round trip more (postgres.js asks
    * for its parameters' types first) unless every parameter is null or
-   * carries its type (sql.typed, sql.array, sql.json; patches/postgres+3.4.9.patch),
-   * as the checkout calls' do.
+   * carries its type (sql.typed, sql.json; patches/postgres+3.4.9.patch), as
+   * the checkout calls' do. Not sql.array: its type is known only once the
+   * connection has fetched the array types, after its first query is built.
    */
   prepare?: boolean
   /** application_name of every session (default waitress): how pg_stat_activity tells this pool's sessions apart. PgBouncer keeps it per client. */
