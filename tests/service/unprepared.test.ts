@@ -17,6 +17,14 @@ const whole = (cartId: number, note: string | null = null): PlaceRequest => ({ c
 /** Flush: postgres.js stopped to wait for a description before binding. */
 const FLUSH = 'H'
 
+/** A product with 5 in stock and a cart holding `quantity` of it on one line. */
+async function oneLine(quantity: number) {
+  const product = await createProduct(sql, { stock: 5 })
+  const cart = await cartFor(sql)
+  const item = await addItem(sql, cart.id, product.id, quantity)
+  return { product, cart, item }
+}
+
 describe('without prepared statements (DB_PREPARE=false)', () => {
   let wire: WireWatch
   let unprepared: Sql
@@ -32,9 +40,7 @@ describe('without prepared statements (DB_PREPARE=false)', () => {
   })
 
   it('sends a lone checkout in one round trip: parse, describe, bind, execute and sync together', async () => {
-    const product = await createProduct(sql, { stock: 5 })
-    const cart = await cartFor(sql)
-    const item = await addItem(sql, cart.id, product.id, 2)
+    const { product, cart, item } = await oneLine(2)
     const placer = new OrderPlacer(unprepared)
     wire.reset()
 
@@ -52,9 +58,7 @@ describe('without prepared statements (DB_PREPARE=false)', () => {
   })
 
   it('sends a buyer checkout with nulls among its parameters in one round trip too', async () => {
-    const product = await createProduct(sql, { stock: 5 })
-    const cart = await cartFor(sql)
-    const item = await addItem(sql, cart.id, product.id, 1)
+    const { product, cart, item } = await oneLine(1)
     const placer = new OrderPlacer(unprepared)
     wire.reset()
 
@@ -87,9 +91,7 @@ describe('without prepared statements (DB_PREPARE=false)', () => {
 
   it("places a checkout naming items as a new connection's very first query", async () => {
     // postgres.js fetches the array types as a connection starts, after that first query is built.
-    const product = await createProduct(sql, { stock: 5 })
-    const cart = await cartFor(sql)
-    const item = await addItem(sql, cart.id, product.id, 1)
+    const { product, cart, item } = await oneLine(1)
     const fresh = createSql(wire.url, { max: 1, prepare: false, role: 'waitress_api' })
     try {
       const placed = await new OrderPlacer(fresh).place({ buyer_id: cart.user_id, item_ids: [item], note: null, one_seller: true })

@@ -3,10 +3,14 @@ import { Transform } from 'node:stream'
 
 /**
  * A TCP proxy between the service and PostgreSQL, for fault tests: it can
- * add latency to every packet and cut every open connection at once.
+ * add latency to every packet and cut every open connection at once; and
+ * for tests of what a client sends, it can show each connection's bytes
+ * towards the server to an observer of its own.
  */
 export class FaultyProxy {
   latencyMs = 0
+  /** Called for every new connection; what it returns sees every chunk the client sends. */
+  observeClient?: () => (chunk: Buffer) => void
   private readonly sockets = new Set<Socket>()
   private readonly server = createServer((client) => this.relay(client))
 
@@ -44,6 +48,8 @@ export class FaultyProxy {
         upstream.destroy()
       })
     }
+    const observer = this.observeClient?.()
+    if (observer) client.on('data', observer)
     client.pipe(this.delay()).pipe(upstream)
     upstream.pipe(this.delay()).pipe(client)
   }
