@@ -9,9 +9,9 @@ set local role waitress_owner;
 --   paid -> rejected (reject)            paid, accepted -> cancelled (cancel)
 --   rejected, cancelled (if it was paid) -> refunded (refund)
 --
--- Every move locks the order row first, then (to give stock back) its
--- products in ascending id order: the checkout's discipline, so moves and
--- checkouts cannot deadlock each other. An order that dies before delivery
+-- Every move locks the order row first, then (to give stock back) queues
+-- for its products and locks them, in ascending id order: the checkout's
+-- discipline, so moves and checkouts cannot deadlock each other. An order that dies before delivery
 -- (cancelled, expired, rejected) gives its stock back exactly once: the move
 -- into those states happens once under the order's lock, and
 -- stock_movements_once_per_order_line refuses a second release.
@@ -43,11 +43,17 @@ create function waitress.release_order_stock(p_order_ids bigint[]) returns void
 language plpgsql
 set search_path = ''
 as $$
+declare
+  v_products bigint[] := array(select distinct oi.product_id from waitress.order_items oi
+                                where oi.order_id = any (p_order_ids) order by 1);
 begin
-  perform from waitress.products p
-   where p.id in (select oi.product_id from waitress.order_items oi where oi.order_id = any (p_order_ids))
-   order by p.id
-     for no key update;
+  -- The checkout's discipline: each product's queue, then its row, both in
+  -- ascending id. A checkout may hold a product's row while it waits for a
+  -- lower one (its one-request path hands over to the batch path with the
+  -- rows it locked); it always holds the queue of every product it waits
+  -- for, so queueing first keeps a release from holding that lower row.
+  perform pg_advisory_xact_lock(1463899218, (x % 2147483647)::integer) from unnest(v_products) x;
+  perform from waitress.products p where p.id = any (v_products) order by p.id for no key update;
 
   with lines as (
     select oi.order_id, oi.product_id, oi.quantity

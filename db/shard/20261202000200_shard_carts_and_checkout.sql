@@ -343,6 +343,7 @@ declare
   v_cart_id bigint;
   v_order record;
   v_cancelled bigint[] := '{}';
+  v_products bigint[];
 begin
   select ci.cart_id into v_cart_id
     from waitress.orders o
@@ -353,22 +354,23 @@ begin
   if v_cart_id is null then
     return jsonb_build_object('cancelled', '[]'::jsonb);
   end if;
-  -- The cart, then the orders, then all their products in id order, before
-  -- any is cancelled: the lock order of the checkout (cart, products) and of
-  -- the lifecycle (order, products). Cancelling order after order would lock
-  -- the products of each in turn, out of id order, and deadlock with a checkout.
+  -- The cart, then the orders, then all their products in id order (each
+  -- one's queue, then its row), before any is cancelled: the lock order of
+  -- the checkout (cart, products) and of the lifecycle (order, products).
+  -- Cancelling order after order would lock the products of each in turn,
+  -- out of id order, and deadlock with a checkout.
   perform from waitress.carts where id = v_cart_id for no key update;
   perform from waitress.orders o
    where o.checkout_id = p_checkout_id and o.compensated_at is null
    order by o.id
      for no key update;
-  perform from waitress.products p
-   where p.id in (select oi.product_id
-                    from waitress.order_items oi
-                    join waitress.orders o on o.id = oi.order_id
-                   where o.checkout_id = p_checkout_id and o.compensated_at is null)
-   order by p.id
-     for no key update;
+  v_products := array(select distinct oi.product_id
+                        from waitress.order_items oi
+                        join waitress.orders o on o.id = oi.order_id
+                       where o.checkout_id = p_checkout_id and o.compensated_at is null
+                       order by 1);
+  perform pg_advisory_xact_lock(1463899218, (x % 2147483647)::integer) from unnest(v_products) x;
+  perform from waitress.products p where p.id = any (v_products) order by p.id for no key update;
   for v_order in
     select o.id, o.state from waitress.orders o
      where o.checkout_id = p_checkout_id and o.compensated_at is null

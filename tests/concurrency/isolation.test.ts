@@ -5,7 +5,7 @@ import { type Attempt } from '../../proof/judge.ts'
 import { outcomeOfSql } from '../../proof/outcomes.ts'
 import type { Order } from '../../src/models.ts'
 import { appDatabaseUrl, recyclablePool, testSql } from '../support/db.ts'
-import { addItem, cartFor, createProduct, stockOf } from '../support/fixtures.ts'
+import { addItem, auditOf, cartFor, createProduct, stockOf } from '../support/fixtures.ts'
 import { buyersWith, expectClean, signal } from '../support/proof.ts'
 import { until } from '../support/wait.ts'
 
@@ -17,7 +17,7 @@ import { until } from '../support/wait.ts'
  * what the first left. This pins the isolation behaviour down.
  */
 const owner = testSql()
-const api = recyclablePool(appDatabaseUrl(), { max: 4, role: 'waitress_api' })
+const api = recyclablePool(appDatabaseUrl(), { max: 6, role: 'waitress_api' })
 afterAll(() => api.end({ timeout: 5 }))
 
 /** place_order as a SQL caller sees it: the orders, or the refusal. */
@@ -189,6 +189,56 @@ describe('isolation of place_order, stepped', () => {
       { cartId: second.cartId, wants: second.wants, outcome },
     ]
     expectClean(await checkInvariants(owner, { ...start, checkouts }))
+  })
+
+  it("makes an order's stock release queue behind a checkout that already holds one of its products, instead of deadlocking", async () => {
+    // The one-request checkout can hand over to the batch path while holding a
+    // product row (the row passed its check, another did not): the batch path
+    // then locks from the lowest id again. A release that took the lower row
+    // without queueing would wait for the higher one the checkout holds, and
+    // the checkout for the lower one it holds: a deadlock (seen in CI).
+    const low = await createProduct(owner, { stock: 4 })
+    const high = await createProduct(owner, { stock: 10 })
+    const [released, drainer, buyer] = await buyersWith(owner, [
+      [
+        [low.id, 1],
+        [high.id, 1],
+      ],
+      [[low.id, 2]],
+      [
+        [low.id, 2],
+        [high.id, 1],
+      ],
+    ])
+    const placed = await placeOrder(owner, released.cartId)
+    if (placed.kind !== 'accepted') throw new Error(`the order to release was not placed: ${JSON.stringify(placed)}`)
+    const orderId = placed.orders[0].id
+    await owner`select api.act_on_order(${orderId}, 'pay')`
+
+    // Low's stock drops to 1 while the buyer waits in its queue, after it read its lines (2 of low is fine then).
+    const drain = await holdOpen((tx) => placeOrder(tx, drainer.cartId))
+    const checkout = await startSecond((sql) => placeOrder(sql, buyer.cartId))
+    expect(await waitUntilBlocked(checkout.pid, drain.pid)).toBe('advisory')
+    // High's row is held by a restock, so the buyer will stop there with high locked and low refused by its check.
+    const restock = await holdOpen((tx) => tx`select api.restock_product(${high.id}, 1)`)
+    await drain.commit()
+    expect(await waitUntilBlocked(checkout.pid, restock.pid)).toBe('transactionid')
+    // Low is back in stock, so the batch path will accept the buyer, and lock low after high.
+    await owner`select api.restock_product(${low.id}, 5)`
+    const reject = await startSecond((sql) => sql`select api.act_on_order(${orderId}, 'reject')`)
+    // It queues for low behind the buyer (who holds low's queue), rather than taking low's row and waiting for high.
+    expect(await waitUntilBlocked(reject.pid, checkout.pid)).toBe('advisory')
+
+    await restock.commit()
+    const outcome = await checkout.result
+    await reject.result
+
+    expect(outcome.kind).toBe('accepted')
+    const [{ state }] = await owner<{ state: string }[]>`select state::text from waitress.orders where id = ${orderId}`
+    expect(state).toBe('rejected')
+    // low: 4 - 1 (the rejected order) - 2 (drained) + 5 (restock) - 2 (the buyer) + 1 (released); high: 10 - 1 + 1 - 1 + 1.
+    expect([await stockOf(owner, low.id), await stockOf(owner, high.id)]).toEqual([5, 10])
+    expect(await auditOf(owner, [low.id, high.id])).toEqual([])
   })
 
   it('makes an add to the cart wait for its checkout, then start a new line rather than grow the sold one', async () => {
