@@ -366,6 +366,9 @@ export function renderMarkdown(input: {
       'for the cell\'s seconds, wait again until no checkout is running (wrk stops with one request per connection ' +
       'unanswered: those finish in the service), read the counters again. Before each cell: `vacuum products` and ' +
       '`checkpoint`, so no cell inherits another\'s checkpoint.',
+    '- Before the plan, each HTTP service that only its own cells load (the 3 processes, the one behind PgBouncer) and the ' +
+      'one-process service serve one unmeasured cell on the hot product at 256 buyers: a service runs cold code for its ' +
+      'first seconds of load, and the one-process service would otherwise be the only warm one.',
     '- Cells alternate: each repeat runs every cell of the plan once, in an order that rotates with the repeat, so slow ' +
       'drifts of the machine spread over all of them.',
     '- CPU from `/proc/<pid>/stat` (utime + stime, all threads): the service processes; the database = the postmaster, ' +
