@@ -11,10 +11,11 @@ set local role waitress_owner;
 --
 -- Every move locks the order row first, then (to give stock back) queues
 -- for its products and locks them, in ascending id order: the checkout's
--- discipline, so moves and checkouts cannot deadlock each other. An order that dies before delivery
--- (cancelled, expired, rejected) gives its stock back exactly once: the move
--- into those states happens once under the order's lock, and
--- stock_movements_once_per_order_line refuses a second release.
+-- discipline, so moves and checkouts cannot deadlock each other. An order
+-- that dies before delivery (cancelled, expired, rejected) gives its stock
+-- back exactly once: the move into those states happens once under the
+-- order's lock, and stock_movements_once_per_order_line refuses a second
+-- release.
 create table waitress.order_actions (
   action text primary key,
   from_states waitress.order_state[] not null,
