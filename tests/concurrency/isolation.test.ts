@@ -241,6 +241,31 @@ describe('isolation of place_order, stepped', () => {
     expect(await auditOf(owner, [low.id, high.id])).toEqual([])
   })
 
+  it("has every function that locks product rows queue for them first (the product's advisory lock)", async () => {
+    // The stepped test above is one interleaving; this holds the rule for all
+    // of them: a statement that locks product rows (FOR NO KEY UPDATE) comes
+    // after the function has queued. A stock correction or restock, which
+    // takes one product's row by its id and waits for nothing else while it
+    // holds it, needs no queue.
+    const functions = await owner<{ name: string; source: string }[]>`
+      select p.oid::regprocedure::text as name, p.prosrc as source
+        from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+       where n.nspname in ('api', 'waitress') and p.prolang = (select oid from pg_language where lanname = 'plpgsql')`
+    const offenders: string[] = []
+    let locking = 0
+    for (const { name, source } of functions) {
+      const statements = source.replace(/--[^\n]*/g, '').split(';')
+      statements.forEach((statement, i) => {
+        if (!/from\s+waitress\.products\b[\s\S]*for\s+no\s+key\s+update/i.test(statement)) return
+        if (/where\s+(\w+\.)?id\s*=\s*p_\w+\b/i.test(statement)) return // one row, by the id a caller passed
+        locking++
+        if (!statements.slice(0, i).join(';').includes('pg_advisory_xact_lock(1463899218')) offenders.push(`${name}: ${statement.trim().slice(0, 80)}`)
+      })
+    }
+    expect(locking).toBeGreaterThanOrEqual(4) // the checkout's two attempts, its one-request path, the stock release
+    expect(offenders).toEqual([])
+  })
+
   it('makes an add to the cart wait for its checkout, then start a new line rather than grow the sold one', async () => {
     const product = await createProduct(owner, { stock: 10 })
     const cart = await cartFor(owner)
