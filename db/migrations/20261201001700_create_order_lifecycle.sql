@@ -40,21 +40,34 @@ insert into waitress.order_actions (action, from_states, to_state, by_party, nee
   ('cancel', '{pending,paid,accepted}', 'cancelled', 'buyer', false,
    'The buyer cancels before delivery: pending, paid or accepted to cancelled; the stock comes back.');
 
-create function waitress.release_order_stock(p_order_ids bigint[]) returns void
+-- The checkout's discipline for anything that gives stock back: each
+-- product's queue, then its row, both in ascending id. A checkout may hold a
+-- product's row while it waits for a lower one (its one-request path hands
+-- over to the batch path with the rows it locked); it always holds the queue
+-- of every product it waits for, so queueing first keeps a release from
+-- holding that lower row.
+create function waitress.lock_products(p_product_ids bigint[]) returns void
 language plpgsql
 set search_path = ''
 as $$
 declare
-  v_products bigint[] := array(select distinct oi.product_id from waitress.order_items oi
-                                where oi.order_id = any (p_order_ids) order by 1);
+  v_ids bigint[] := array(select distinct x from unnest(p_product_ids) x order by 1);
 begin
-  -- The checkout's discipline: each product's queue, then its row, both in
-  -- ascending id. A checkout may hold a product's row while it waits for a
-  -- lower one (its one-request path hands over to the batch path with the
-  -- rows it locked); it always holds the queue of every product it waits
-  -- for, so queueing first keeps a release from holding that lower row.
-  perform pg_advisory_xact_lock(1463899218, (x % 2147483647)::integer) from unnest(v_products) x;
-  perform from waitress.products p where p.id = any (v_products) order by p.id for no key update;
+  perform pg_advisory_xact_lock(1463899218, (x % 2147483647)::integer) from unnest(v_ids) x;
+  perform from waitress.products p where p.id = any (v_ids) order by p.id for no key update;
+end
+$$;
+
+comment on function waitress.lock_products(bigint[]) is
+  'Queues for these products and locks their rows (FOR NO KEY UPDATE), in ascending id: the checkout''s lock order, '
+  'for the functions that give stock back.';
+
+create function waitress.release_order_stock(p_order_ids bigint[]) returns void
+language plpgsql
+set search_path = ''
+as $$
+begin
+  perform waitress.lock_products(array(select oi.product_id from waitress.order_items oi where oi.order_id = any (p_order_ids)));
 
   with lines as (
     select oi.order_id, oi.product_id, oi.quantity
@@ -327,4 +340,5 @@ drop function if exists api.orders(bigint, bigint, text, integer, integer, bigin
 drop function if exists api.order(bigint, bigint);
 drop function if exists api.act_on_order(bigint, text, text, bigint);
 drop function if exists waitress.release_order_stock(bigint[]);
+drop function if exists waitress.lock_products(bigint[]);
 drop table if exists waitress.order_actions;

@@ -343,7 +343,6 @@ declare
   v_cart_id bigint;
   v_order record;
   v_cancelled bigint[] := '{}';
-  v_products bigint[];
 begin
   select ci.cart_id into v_cart_id
     from waitress.orders o
@@ -364,13 +363,10 @@ begin
    where o.checkout_id = p_checkout_id and o.compensated_at is null
    order by o.id
      for no key update;
-  v_products := array(select distinct oi.product_id
-                        from waitress.order_items oi
-                        join waitress.orders o on o.id = oi.order_id
-                       where o.checkout_id = p_checkout_id and o.compensated_at is null
-                       order by 1);
-  perform pg_advisory_xact_lock(1463899218, (x % 2147483647)::integer) from unnest(v_products) x;
-  perform from waitress.products p where p.id = any (v_products) order by p.id for no key update;
+  perform waitress.lock_products(array(select oi.product_id
+                                         from waitress.order_items oi
+                                         join waitress.orders o on o.id = oi.order_id
+                                        where o.checkout_id = p_checkout_id and o.compensated_at is null));
   for v_order in
     select o.id, o.state from waitress.orders o
      where o.checkout_id = p_checkout_id and o.compensated_at is null

@@ -262,7 +262,7 @@ describe('isolation of place_order, stepped', () => {
         if (!statements.slice(0, i).join(';').includes('pg_advisory_xact_lock(1463899218')) offenders.push(`${name}: ${statement.trim().slice(0, 80)}`)
       })
     }
-    expect(locking).toBeGreaterThanOrEqual(4) // the checkout's two attempts, its one-request path, the stock release
+    expect(locking).toBeGreaterThanOrEqual(4) // the checkout's two attempts, its one-request path, waitress.lock_products
     expect(offenders).toEqual([])
   })
 
