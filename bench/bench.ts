@@ -21,6 +21,7 @@ import { renderChart } from './chart'
 import { clockTicks, machineBusyMs, postmasterOf, readStat, treeCpuMs } from './cpu'
 import { allOf, BENCH_SELLER_ID, BENCH_STOCK, BuyerPool, createBenchProducts, oneOf } from './fixtures'
 import { aggregate, fmtMs, fmtRate, otherCores, renderMarkdown, targets, type CellResult, type Machine, type Options, type SideResult } from './report'
+import { profileCheckouts, type Profiles } from './statements'
 import { isHttp, MODES, SCENARIOS, type Buyer, type LoadConfig, type LoadResult, type Mode, type Scenario } from './types'
 import { ensureWrk, outcomesOf, startWrk } from './wrk'
 import { DERIVED_LOGIN, derivePassword } from '../src/db/app-login'
@@ -201,7 +202,8 @@ export async function main(args: string[]): Promise<void> {
       const server = await startEmbeddedPostgres({
         dataDir: join(runDir, 'pg'),
         persistent: false,
-        postgresFlags: ['-c', `max_connections=${maxConnections}`],
+        // pg_stat_statements is loaded for the statement profile after the cells, and tracks nothing until it runs.
+        postgresFlags: ['-c', `max_connections=${maxConnections}`, '-c', 'shared_preload_libraries=pg_stat_statements', '-c', 'pg_stat_statements.track=none'],
       })
       cleanups.push(() => server.stop())
       databaseUrl = server.url('waitress_bench')
@@ -315,6 +317,14 @@ export async function main(args: string[]): Promise<void> {
       select count(*)::int as n from api.inventory_audit() where product_id = any (${ctx.benchProducts}::bigint[])`
     if (finalAudit.n > 0) log(`inventory_audit() lists ${finalAudit.n} bench products at the end`)
 
+    log('profiling the checkout statement by statement (pg_stat_statements, one connection)')
+    const statements: Profiles = external
+      ? { skipped: 'DATABASE_URL is set, and the profile runs only on the throwaway server (it loads pg_stat_statements)' }
+      : await profileCheckouts(databaseUrl, (url) => createSql(url, { max: 1 }), hot[0], options.quick ? 5 : 50)
+    if ('profiles' in statements)
+      for (const p of statements.profiles) log(`${p.label}: ${Math.round(p.callUs)} µs of database time per checkout`)
+    else log(`statement profile skipped: ${statements.skipped}`)
+
     const aggregates = aggregate(cells)
     const machine: Machine = {
       date: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
@@ -343,10 +353,10 @@ export async function main(args: string[]): Promise<void> {
       svgFile,
       renderChart({ aggregates, scenarios: ['hot', 'multi'].filter((s) => options.scenarios.includes(s as Scenario)) as Scenario[], modes: options.modes, concurrency: options.concurrency, title: 'Waitress: orders/s against concurrent buyers' }),
     )
-    writeFileSync(jsonFile, JSON.stringify({ machine, options, targets: found, aggregates, cells }, null, 1) + '\n')
+    writeFileSync(jsonFile, JSON.stringify({ machine, options, targets: found, aggregates, cells, statements }, null, 1) + '\n')
     writeFileSync(
       out,
-      renderMarkdown({ machine, options, aggregates, targets: found, skipped, chartFile: basename(svgFile), jsonFile: basename(jsonFile) }),
+      renderMarkdown({ machine, options, aggregates, targets: found, skipped, statements, chartFile: basename(svgFile), jsonFile: basename(jsonFile) }),
     )
     log(`wrote ${out} (+ ${basename(svgFile)}, ${basename(jsonFile)}) in ${Math.round(machine.durationSeconds)} s`)
     for (const t of found) log(`target ${t.id}: ${t.what}: ${t.measured.replace(/\*/g, '')} → ${t.met === null ? 'not measured' : t.met ? 'met' : 'NOT met'}`)

@@ -2,6 +2,7 @@
  * From cells to docs/benchmarks.md: medians over repeats, the tables, the
  * target ratios with met / not met, and how it was measured.
  */
+import { renderProfiles, type Profiles } from './statements'
 import { median } from './stats'
 import { MODE_INFO, SCENARIO_INFO, type LoadResult, type Mode, type Scenario } from './types'
 
@@ -252,6 +253,8 @@ export function renderMarkdown(input: {
   aggregates: Aggregate[]
   targets: Target[]
   skipped: string[]
+  /** The statement profile of the checkout (bench/statements.ts), when it ran. */
+  statements?: Profiles
   chartFile: string
   jsonFile: string
 }): string {
@@ -349,6 +352,7 @@ export function renderMarkdown(input: {
     )
   }
   push('')
+  push(...renderProfiles(input.statements))
 
   push(
     '## How it measures',

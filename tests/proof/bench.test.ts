@@ -5,9 +5,11 @@ import { niceStep, renderChart } from '../../bench/chart.ts'
 import { machineBusyMs, parseStat, postmasterOf, processCpuMs, treeCpuMs } from '../../bench/cpu.ts'
 import { BuyerPool, cartLines } from '../../bench/fixtures.ts'
 import { aggregate, explainMisses, renderMarkdown, targets, type CellResult, type Machine } from '../../bench/report.ts'
+import { profileCheckouts, renderProfiles, statementLabel, TOP, type Profiles } from '../../bench/statements.ts'
 import { median, quantile } from '../../bench/stats.ts'
 import type { Mode, Scenario } from '../../bench/types.ts'
-import { testSql } from '../support/db.ts'
+import { testDatabaseUrl, testSql } from '../support/db.ts'
+import { createSql } from '../../src/db/client.ts'
 import { auditOf, createProduct, refusal, stockOf } from '../support/fixtures.ts'
 
 // The harness's parts, fast. The harness itself runs in CI as `npm run bench -- --quick`;
@@ -215,5 +217,56 @@ describe('bench: report', () => {
     expect(markdown).toContain('| (a) HTTP | 256 | **1,000** | 900, 1,000, 5,000 |')
     expect(markdown).toContain('3 (0.04%): 3× HTTP 503')
     expect(markdown).toContain('![orders/s against concurrent buyers')
+  })
+})
+
+describe('bench: the statement profile', () => {
+  const found: Profiles = {
+    profiles: [
+      {
+        label: 'batches of 128: api.place_orders',
+        batch: 128,
+        calls: 50,
+        callUs: 200,
+        statements: [
+          { text: 'select api.place_orders($1)', perCheckout: 1 / 128, us: 200 },
+          { text: "with lines as (\n  select a || b, `x`\n    from t)", perCheckout: 1 / 128, us: 50 },
+          { text: 'SELECT 1 FROM ONLY "waitress"."orders" x WHERE "id" OPERATOR(pg_catalog.=) $1 FOR KEY SHARE OF x', perCheckout: 5, us: 7.25 },
+        ],
+      },
+    ],
+  }
+
+  it('renders a table per way of calling, with each statement on one line and what breaks a table escaped', () => {
+    const markdown = renderProfiles(found).join('\n')
+    expect(markdown).toContain('**batches of 128: api.place_orders** (50 calls): **200 µs** per checkout.')
+    expect(markdown).toContain("| `with lines as ( select a \\|\\| b, 'x' from t)` | 0.008 | 50 | 25% |")
+    expect(markdown).toContain('FOR KEY SHARE OF x` | 5 | 7.3 | 4% |')
+    expect(statementLabel('x'.repeat(200), 20)).toBe(`${'x'.repeat(19)}…`)
+    expect(renderProfiles({ skipped: 'no extension' }).join('\n')).toContain('Not measured: no extension.')
+    expect(renderProfiles(undefined)).toEqual([])
+  })
+
+  it('profiles the three ways of calling where pg_stat_statements is loaded, and says why not where it is not', async () => {
+    const [{ preloaded }] = await testSql()<{ preloaded: boolean }[]>`
+      select current_setting('shared_preload_libraries') ~ 'pg_stat_statements' as preloaded`
+    const product = await createProduct(testSql(), { stock: 1_000 })
+    const result = await profileCheckouts(testDatabaseUrl(), (url) => createSql(url, { max: 1 }), product.id, 1)
+    if (!preloaded) {
+      expect(result).toEqual({ skipped: 'the server does not load pg_stat_statements (shared_preload_libraries)' })
+      expect(await stockOf(testSql(), product.id)).toBe(1_000)
+      const [{ n }] = await testSql()<{ n: number }[]>`select count(*)::int as n from pg_extension where extname = 'pg_stat_statements'`
+      expect(n).toBe(0)
+      return
+    }
+    if (!('profiles' in result)) throw new Error(`the profile skipped on a server that loads pg_stat_statements: ${result.skipped}`)
+    expect(result.profiles.map((p) => p.batch)).toEqual([1, 16, 128])
+    for (const profile of result.profiles) {
+      expect(profile.statements[0].text).toMatch(/api\.place_orders?\(/)
+      expect(profile.statements.length).toBeLessThanOrEqual(TOP)
+      expect(profile.callUs).toBeGreaterThan(0)
+    }
+    // 3 unmeasured and 1 measured call of each way, one unit each.
+    expect(await stockOf(testSql(), product.id)).toBe(1_000 - 4 * (1 + 16 + 128))
   })
 })
