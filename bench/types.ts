@@ -22,7 +22,7 @@ export const MODE_INFO: Record<Mode, { label: string; what: string; color: strin
   },
   'http-3proc': {
     label: '(a3) HTTP, 3 processes',
-    what: 'the same requests to 3 service processes sharing one port (`REUSE_PORT=true`), each with its own pool',
+    what: 'the same requests to 3 service processes sharing one port (`REUSE_PORT=true`), each with its own pool and, as `REUSE_PORT` sets by default, one checkout call in flight',
     color: '#9467bd',
   },
   'http-pgbouncer': {

@@ -112,10 +112,11 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     throw new ConfigError(`METRICS_TOKEN must be at least ${MIN_METRICS_TOKEN_LENGTH} characters without spaces (e.g. openssl rand -hex 16)`)
   if (production && env.DATABASE_URL && !env.APP_DATABASE_URL)
     throw new ConfigError('NODE_ENV=production with DATABASE_URL requires APP_DATABASE_URL, the waitress_app login (docs/operations.md, "Least privilege")')
+  const reusePort = boolean(env, 'REUSE_PORT', false)
   return {
     port: integer(env, 'PORT', 8080, 0, 65535),
     host: env.HOST || '0.0.0.0',
-    reusePort: boolean(env, 'REUSE_PORT', false),
+    reusePort,
     databaseUrl: env.DATABASE_URL || undefined,
     embeddedDataDir: env.EMBEDDED_PG_DIR || '.data/postgres',
     embeddedPort: integer(env, 'EMBEDDED_PG_PORT', 0, 0, 65535),
@@ -130,7 +131,10 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     dbQueueMax: integer(env, 'DB_QUEUE_MAX', 10_000, 0, 1_000_000),
     dbQueueTimeoutMs: durationMs(env, 'DB_QUEUE_TIMEOUT', 5_000),
     checkoutMaxBatch: integer(env, 'CHECKOUT_MAX_BATCH', 500, 1, 1000),
-    checkoutCallsInFlight: integer(env, 'CHECKOUT_CALLS_IN_FLIGHT', 2, 1, 100),
+    // Processes sharing a port (REUSE_PORT) each keep one checkout call in
+    // flight, so together they keep about as many as one process keeps two:
+    // the batches stay large instead of splitting into many small calls.
+    checkoutCallsInFlight: integer(env, 'CHECKOUT_CALLS_IN_FLIGHT', reusePort ? 1 : 2, 1, 100),
     shutdownTimeoutMs: durationMs(env, 'SHUTDOWN_TIMEOUT', 10_000),
     logLevel: oneOf(env, 'LOG_LEVEL', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, 'info'),
     logFormat: env.LOG_FORMAT ? oneOf(env, 'LOG_FORMAT', ['json', 'pretty'] as const, 'json') : undefined,

@@ -50,6 +50,12 @@ describe('configuration', () => {
     expect(loadConfig({ DB_APPLICATION_NAME: 'waitress-api-2' }).dbApplicationName).toBe('waitress-api-2')
   })
 
+  it('keeps one checkout call in flight per process when processes share a port, unless told otherwise', () => {
+    expect(loadConfig({ REUSE_PORT: 'true' })).toMatchObject({ reusePort: true, checkoutCallsInFlight: 1 })
+    expect(loadConfig({ REUSE_PORT: 'true', CHECKOUT_CALLS_IN_FLIGHT: '3' }).checkoutCallsInFlight).toBe(3)
+    expect(loadConfig({ REUSE_PORT: 'false' }).checkoutCallsInFlight).toBe(2)
+  })
+
   it('refuses values it cannot use, naming the variable', () => {
     expect(() => loadConfig({ PORT: 'eighty' })).toThrow(ConfigError)
     expect(() => loadConfig({ PORT: '70000' })).toThrow('PORT')
