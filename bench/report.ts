@@ -446,12 +446,12 @@ export function explainMisses(found: Target[], aggregates: Aggregate[], machine:
   if (three && one && missed((t) => t.id === '4' && t.what.includes('REUSE_PORT')))
     out.push(
       `**3 processes (${fmtRate(three.rate)} against ${fmtRate(one.rate)} orders/s).** Each process coalesces only what it ` +
-        'receives, and each keeps one call in flight (the default with REUSE_PORT), so 3 calls queue for the one hot row where ' +
-        'one process keeps 2, each about two thirds the size: the service\'s CPU per order ' +
-        `goes from ${fmtUs(one.cpuUs.service)} to ${fmtUs(three.cpuUs.service)} µs and the database's from ` +
-        `${fmtUs(one.cpuUs.db)} to ${fmtUs(three.cpuUs.db)}. On ${machine.nproc} cores shared with PostgreSQL, more processes ` +
-        'add event loops, not cores. With two calls in flight each (6 at once, a third of the size), as before that default, 3 processes gave 0.76 ' +
-        'to 0.90 × one process in runs of these two cells.',
+        'receives, and each keeps one call in flight (the default with REUSE_PORT), so 3 calls queue for the one hot row ' +
+        'where one process keeps 2, each about two thirds the size: the service\'s CPU per order goes from ' +
+        `${fmtUs(one.cpuUs.service)} to ${fmtUs(three.cpuUs.service)} µs and the database's from ${fmtUs(one.cpuUs.db)} to ` +
+        `${fmtUs(three.cpuUs.db)}. On ${machine.nproc} cores shared with PostgreSQL, more processes add event loops, not ` +
+        'cores. With two calls in flight each (6 at once, a third of the size), as before that default, 3 processes gave ' +
+        '0.76 to 0.90 × one process in runs of these two cells.',
     )
   const bouncer = get('hot', 'http-pgbouncer')
   const direct256 = bouncer && get('hot', 'http', bouncer.concurrency)

@@ -60,11 +60,11 @@ export async function profileCheckouts(url: string, connect: (url: string) => Sq
     const profiles: StatementProfile[] = []
     for (const way of ways) {
       const place = async () => {
-        const buyers = pool.peek(way.batch)
+        const batch = pool.peek(way.batch)
         pool.consume(way.batch)
-        if (way.batch === 1) await sql`select api.place_order(${buyers[0].cartId}, ${buyers[0].itemIds}::bigint[])`
+        if (way.batch === 1) await sql`select api.place_order(${batch[0].cartId}, ${batch[0].itemIds}::bigint[])`
         else
-          await sql`select api.place_orders(${sql.json(buyers.map((b) => ({ buyer_id: b.buyerId, item_ids: b.itemIds, one_seller: true })) as never)})`
+          await sql`select api.place_orders(${sql.json(batch.map((b) => ({ buyer_id: b.buyerId, item_ids: b.itemIds, one_seller: true })) as never)})`
       }
       for (let i = 0; i < warmup; i++) await place()
       await sql`select pg_stat_statements_reset()`
