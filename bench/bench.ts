@@ -359,7 +359,11 @@ export async function main(args: string[]): Promise<void> {
       renderMarkdown({ machine, options, aggregates, targets: found, skipped, statements, chartFile: basename(svgFile), jsonFile: basename(jsonFile) }),
     )
     log(`wrote ${out} (+ ${basename(svgFile)}, ${basename(jsonFile)}) in ${Math.round(machine.durationSeconds)} s`)
-    for (const t of found) log(`target ${t.id}: ${t.what}: ${t.measured.replace(/\*/g, '')} → ${t.met === null ? 'not measured' : t.met ? 'met' : 'NOT met'}`)
+    for (const t of found)
+      log(
+        `target ${t.id}: ${t.what}: ${t.measured.replace(/\*/g, '')} → ${t.met === null ? 'not measured' : t.met ? 'met' : 'NOT met'}` +
+          (t.repeats ? ` (each repeat: ${t.repeats.values.join(', ')}; met in ${t.repeats.met} of ${t.repeats.values.length})` : ''),
+      )
     const failed = cells.filter((c) => c.problems.length)
     if (failed.length || finalAudit.n > 0) {
       process.exitCode = 1
