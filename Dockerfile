@@ -10,7 +10,9 @@ RUN bun install --production
 COPY tsconfig.json bunfig.toml ./
 COPY src ./src
 COPY db ./db
-ENV NODE_ENV=production PORT=8080 HOST=0.0.0.0
+# Bun's allocator keeps the memory it frees instead of handing it back to the
+# OS within 100 ms and faulting it in again: docs/operations.md#runtimes.
+ENV NODE_ENV=production PORT=8080 HOST=0.0.0.0 MIMALLOC_PURGE_DELAY=-1
 EXPOSE 8080
 USER bun
 CMD ["bun", "src/server.ts"]

@@ -28,6 +28,7 @@ import { createSql } from '../src/db/client'
 import { freePort, startEmbeddedPostgres } from '../src/db/embedded'
 import { migrate } from '../src/db/migrate'
 import { BENCH_STOCK } from './fixtures'
+import { npmStart } from './npm-start'
 import { median, quantile } from './stats'
 
 const REPO = resolve(import.meta.dir, '..')
@@ -404,23 +405,24 @@ async function startService(
   children: Set<{ kill(signal?: number | NodeJS.Signals): void }>,
 ) {
   const port = await freePort()
-  const child = Bun.spawn([process.execPath, 'src/server.ts'], {
+  const service = npmStart(root, {
+    ...process.env,
+    DATABASE_URL: databaseUrl,
+    PORT: String(port),
+    HOST: '127.0.0.1',
+    MIGRATE_ON_START: 'false',
+    EXPIRE_ORDERS_EVERY: '0',
+    AUTH_JWT_SECRET: secret,
+    RATE_LIMIT: String(rateLimit),
+    RATE_LIMIT_WINDOW: '60',
+    ...(rateLimitDelay === undefined ? {} : { RATE_LIMIT_DELAY: rateLimitDelay }),
+    LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn',
+  })
+  const child = Bun.spawn(service.cmd, {
     cwd: root,
     stdout: Bun.file(join(runDir, 'service.log')),
     stderr: Bun.file(join(runDir, 'service.err')),
-    env: {
-      ...process.env,
-      DATABASE_URL: databaseUrl,
-      PORT: String(port),
-      HOST: '127.0.0.1',
-      MIGRATE_ON_START: 'false',
-      EXPIRE_ORDERS_EVERY: '0',
-      AUTH_JWT_SECRET: secret,
-      RATE_LIMIT: String(rateLimit),
-      RATE_LIMIT_WINDOW: '60',
-      ...(rateLimitDelay === undefined ? {} : { RATE_LIMIT_DELAY: rateLimitDelay }),
-      LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn',
-    },
+    env: service.env,
   })
   children.add(child)
   const url = `http://127.0.0.1:${port}`

@@ -327,7 +327,7 @@ export function renderMarkdown(input: {
     `| max_connections / shared_buffers | ${machine.maxConnections} / ${machine.sharedBuffers} |`,
     `| Bun | ${machine.bun} |`,
     `| load generator | HTTP: wrk ${machine.wrk} (2 threads, keep-alive); SQL: a Bun process with postgres.js |`,
-    `| service | \`bun src/server.ts\` as it starts by default (no product flagged, nothing switched), ${machine.serviceEnv} |`,
+    `| service | \`npm start\` (\`bun src/server.ts\`) as it starts by default (no product flagged, nothing switched), ${machine.serviceEnv} |`,
     '',
   )
 
@@ -406,7 +406,7 @@ export function renderMarkdown(input: {
     '## How it measures',
     '',
     '- One throwaway PostgreSQL (the embedded server in a temp directory; or `DATABASE_URL` when set), migrated once. ' +
-      'The service runs as its own process (`bun src/server.ts`, `MIGRATE_ON_START=false`, `EXPIRE_ORDERS_EVERY=0`, other ' +
+      'The service runs as its own process, started as `npm start` starts it (package.json\'s start script: `bun src/server.ts` with `MIMALLOC_PURGE_DELAY=-1`), with `MIGRATE_ON_START=false`, `EXPIRE_ORDERS_EVERY=0`, other ' +
       'settings from the environment, e.g. `DB_POOL_MAX`), as it starts by default: no product is flagged and nothing is ' +
       'switched; checkouts coalesce by themselves when they queue. Mode (a3) starts 3 more processes on one port with `REUSE_PORT=true`.',
     '- HTTP cells are driven by wrk (`bench/wrk.lua`): N keep-alive connections, each a closed loop (it sends the next ' +

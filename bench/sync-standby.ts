@@ -24,6 +24,7 @@ import { createSql, type Sql } from '../src/db/client.ts'
 import { freePort } from '../src/db/embedded.ts'
 import { hostUrls } from '../src/db/failover.ts'
 import { migrate } from '../src/db/migrate.ts'
+import { npmStart } from './npm-start.ts'
 
 const { values: args } = parseArgs({
   options: {
@@ -102,19 +103,21 @@ try {
   await ensureAppLogin(hostUrls(url)[0], password)
   owner = createSql(url, { max: 4 })
   const port = await freePort()
-  service = Bun.spawn([process.execPath, resolve(import.meta.dir, '../src/server.ts')], {
-    env: {
-      ...process.env,
-      DATABASE_URL: url,
-      APP_DATABASE_URL: url.replace(/^postgres:\/\/[^@]*@/, `postgres://waitress_app:${password}@`),
-      PORT: String(port),
-      HOST: '127.0.0.1',
-      MIGRATE_ON_START: 'false',
-      EXPIRE_ORDERS_EVERY: '0',
-      LOG_LEVEL: 'warn',
-      LOG_FORMAT: 'json',
-      DB_POOL_MAX: args.pool,
-    },
+  const started = npmStart(resolve(import.meta.dir, '..'), {
+    ...process.env,
+    DATABASE_URL: url,
+    APP_DATABASE_URL: url.replace(/^postgres:\/\/[^@]*@/, `postgres://waitress_app:${password}@`),
+    PORT: String(port),
+    HOST: '127.0.0.1',
+    MIGRATE_ON_START: 'false',
+    EXPIRE_ORDERS_EVERY: '0',
+    LOG_LEVEL: 'warn',
+    LOG_FORMAT: 'json',
+    DB_POOL_MAX: args.pool,
+  })
+  service = Bun.spawn(started.cmd, {
+    cwd: resolve(import.meta.dir, '..'),
+    env: started.env,
     stdin: 'ignore',
     stdout: 'ignore',
     stderr: 'inherit',

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'bun:test'
 import { readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
+import { npmStart } from '../../bench/npm-start.ts'
 import { CONFIG_VARIABLES, loadConfig } from '../../src/config.ts'
 
 const root = resolve(import.meta.dir, '../..')
@@ -34,6 +35,22 @@ describe('installs wherever a user is', () => {
         expect({ pkgName, version: entry.version }).toEqual({ pkgName, version: wanted[pkgName].replace(/^\^/, '') })
       }
     })
+
+  it("npm start gives Bun's allocator MIMALLOC_PURGE_DELAY=-1 unless the environment sets it, and the benches start the service the same way", () => {
+    // The start script as it is, with the server swapped for a probe that prints what Bun was given.
+    const script: string = pkg.scripts.start
+    const probe = script.replace('bun src/server.ts', `bun -e 'console.log(process.env.MIMALLOC_PURGE_DELAY ?? "unset")'`)
+    expect(probe).not.toBe(script)
+    const given = (env: Record<string, string | undefined>) => {
+      const { env: withBun } = npmStart(root, env)
+      const run = Bun.spawnSync(['sh', '-c', probe], { cwd: root, env: withBun as Record<string, string> })
+      expect(run.exitCode).toBe(0)
+      return run.stdout.toString().trim()
+    }
+    expect(given({ PATH: '/usr/bin:/bin' })).toBe('-1')
+    expect(given({ PATH: '/usr/bin:/bin', MIMALLOC_PURGE_DELAY: '100' })).toBe('100')
+    expect(npmStart(root, {}).cmd).toEqual(['sh', '-c', script])
+  })
 
   it('every npm start script execs its server, so a signal sent to npm reaches it', () => {
     for (const name of ['start', 'start:deno', 'start:node', 'start:workers'])
