@@ -23,7 +23,7 @@ import { allOf, BENCH_SELLER_ID, BENCH_STOCK, BuyerPool, createBenchProducts, on
 import { aggregate, fmtMs, fmtRate, otherCores, renderMarkdown, targets, type CellResult, type Machine, type Options, type SideResult } from './report'
 import { profileCheckouts, type Profiles } from './statements'
 import { isHttp, MODES, SCENARIOS, type Buyer, type LoadConfig, type LoadResult, type Mode, type Scenario } from './types'
-import { npmStart } from './npm-start'
+import { localService } from './npm-start'
 import { ensureWrk, outcomesOf, startWrk } from './wrk'
 import { DERIVED_LOGIN, derivePassword } from '../src/db/app-login'
 import { pgbouncerBinary, startPgbouncer, type Pgbouncer } from '../scripts/pgbouncer.ts'
@@ -754,16 +754,7 @@ async function startService(databaseUrl: string, runDir: string, children: Conte
   const port = await freePort()
   const started = Array.from({ length: count }, (_, i) => {
     const name = `service-${port}-${i}`
-    const service = npmStart(REPO, {
-      ...process.env,
-      DATABASE_URL: databaseUrl,
-      PORT: String(port),
-      HOST: '127.0.0.1',
-      MIGRATE_ON_START: 'false',
-      EXPIRE_ORDERS_EVERY: '0',
-      ...(count > 1 ? { REUSE_PORT: 'true' } : {}),
-      ...env,
-    })
+    const service = localService(REPO, databaseUrl, port, { ...(count > 1 ? { REUSE_PORT: 'true' } : {}), ...env })
     const child = Bun.spawn(service.cmd, {
       cwd: REPO,
       stdout: Bun.file(join(runDir, `${name}.log`)),

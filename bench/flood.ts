@@ -28,7 +28,7 @@ import { createSql } from '../src/db/client'
 import { freePort, startEmbeddedPostgres } from '../src/db/embedded'
 import { migrate } from '../src/db/migrate'
 import { BENCH_STOCK } from './fixtures'
-import { npmStart } from './npm-start'
+import { localService } from './npm-start'
 import { median, quantile } from './stats'
 
 const REPO = resolve(import.meta.dir, '..')
@@ -405,13 +405,7 @@ async function startService(
   children: Set<{ kill(signal?: number | NodeJS.Signals): void }>,
 ) {
   const port = await freePort()
-  const service = npmStart(root, {
-    ...process.env,
-    DATABASE_URL: databaseUrl,
-    PORT: String(port),
-    HOST: '127.0.0.1',
-    MIGRATE_ON_START: 'false',
-    EXPIRE_ORDERS_EVERY: '0',
+  const service = localService(root, databaseUrl, port, {
     AUTH_JWT_SECRET: secret,
     RATE_LIMIT: String(rateLimit),
     RATE_LIMIT_WINDOW: '60',

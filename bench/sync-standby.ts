@@ -24,7 +24,7 @@ import { createSql, type Sql } from '../src/db/client.ts'
 import { freePort } from '../src/db/embedded.ts'
 import { hostUrls } from '../src/db/failover.ts'
 import { migrate } from '../src/db/migrate.ts'
-import { npmStart } from './npm-start.ts'
+import { localService } from './npm-start.ts'
 
 const { values: args } = parseArgs({
   options: {
@@ -103,14 +103,8 @@ try {
   await ensureAppLogin(hostUrls(url)[0], password)
   owner = createSql(url, { max: 4 })
   const port = await freePort()
-  const started = npmStart(resolve(import.meta.dir, '..'), {
-    ...process.env,
-    DATABASE_URL: url,
+  const started = localService(resolve(import.meta.dir, '..'), url, port, {
     APP_DATABASE_URL: url.replace(/^postgres:\/\/[^@]*@/, `postgres://waitress_app:${password}@`),
-    PORT: String(port),
-    HOST: '127.0.0.1',
-    MIGRATE_ON_START: 'false',
-    EXPIRE_ORDERS_EVERY: '0',
     LOG_LEVEL: 'warn',
     LOG_FORMAT: 'json',
     DB_POOL_MAX: args.pool,

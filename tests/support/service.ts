@@ -1,5 +1,6 @@
 import { resolve } from 'node:path'
 import type { Subprocess } from 'bun'
+import { localService } from '../../bench/npm-start.ts'
 import { freePort } from '../../src/db/embedded.ts'
 import { until } from './wait.ts'
 
@@ -18,23 +19,17 @@ export interface RunningService {
 }
 
 /**
- * Starts the real service (src/server.ts) as its own process on a free port,
- * against `databaseUrl`, and waits until it answers /healthz. Its output is
+ * Starts the real service as its own process, as `npm start` runs it, on a
+ * free port against `databaseUrl`, and waits until it answers /healthz. Its output is
  * read continuously (a service whose stdout pipe fills up blocks, then dies).
  */
 export async function startService(databaseUrl: string, env: Record<string, string> = {}, port?: number): Promise<RunningService> {
   port ??= await freePort()
-  const child = Bun.spawn([process.execPath, resolve(import.meta.dir, '../../src/server.ts')], {
-    env: {
-      ...process.env,
-      DATABASE_URL: databaseUrl,
-      PORT: String(port),
-      HOST: '127.0.0.1',
-      MIGRATE_ON_START: 'false',
-      EXPIRE_ORDERS_EVERY: '0',
-      LOG_FORMAT: 'json',
-      ...env,
-    },
+  const root = resolve(import.meta.dir, '../..')
+  const service = localService(root, databaseUrl, port, { LOG_FORMAT: 'json', ...env })
+  const child = Bun.spawn(service.cmd, {
+    cwd: root,
+    env: service.env as Record<string, string>,
     stdin: 'ignore',
     stdout: 'pipe',
     stderr: 'pipe',
