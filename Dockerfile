@@ -11,7 +11,8 @@ COPY tsconfig.json bunfig.toml ./
 COPY src ./src
 COPY db ./db
 # Bun's allocator keeps the memory it frees instead of handing it back to the
-# OS within 100 ms and faulting it in again: docs/operations.md#runtimes.
+# OS a fraction of a second later and faulting it in again, as npm start does:
+# docs/operations.md#buns-allocator.
 ENV NODE_ENV=production PORT=8080 HOST=0.0.0.0 MIMALLOC_PURGE_DELAY=-1
 EXPOSE 8080
 USER bun
