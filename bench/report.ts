@@ -73,6 +73,7 @@ export interface Aggregate {
   scenario: Scenario
   mode: Mode
   concurrency: number
+  /** orders/s of each repeat, in repeat order. */
   rates: number[]
   rate: number
   p50: number
@@ -122,6 +123,9 @@ export function aggregate(cells: CellResult[]): Aggregate[] {
     for (const cell of group) for (const [kind, count] of Object.entries(cell.errors)) errors[kind] = (errors[kind] ?? 0) + count
     const service = group.map((c) => perOrderUs(c.cpuMs.service, c.ok))
     const db = group.map((c) => perOrderUs(c.cpuMs.db, c.ok))
+    const byRepeat: RepeatFigures[] = group
+      .map((c, i) => ({ repeat: c.repeat, rate: c.rate, p50: c.p50, p99: c.p99, dbUs: db[i], ...(c.side ? { sideP99: c.side.p99 } : {}) }))
+      .sort((a, b) => a.repeat - b.repeat)
     const total = group.map((c) =>
       c.cpuMs.db === null ? Number.NaN : perOrderUs((c.cpuMs.service ?? 0) + c.cpuMs.db, c.ok),
     )
@@ -129,7 +133,7 @@ export function aggregate(cells: CellResult[]): Aggregate[] {
       scenario,
       mode,
       concurrency,
-      rates: group.map((c) => c.rate),
+      rates: byRepeat.map((r) => r.rate),
       rate: median(group.map((c) => c.rate)),
       p50: median(group.map((c) => c.p50)),
       p95: median(group.map((c) => c.p95)),
@@ -158,9 +162,7 @@ export function aggregate(cells: CellResult[]): Aggregate[] {
             }
           })()
         : undefined,
-      byRepeat: group
-        .map((c, i) => ({ repeat: c.repeat, rate: c.rate, p50: c.p50, p99: c.p99, dbUs: db[i], ...(c.side ? { sideP99: c.side.p99 } : {}) }))
-        .sort((a, b) => a.repeat - b.repeat),
+      byRepeat,
       problems: group.flatMap((c) => c.problems.map((p) => `repeat ${c.repeat}: ${p}`)),
     }
   })
@@ -211,8 +213,8 @@ export function targets(aggregates: Aggregate[]): Target[] {
     out.push({ id, what, measured: `${fmtRate(value(a))}${at(a)} / ${fmtRate(value(b))}${at(b)} ${unit} = **${r.toFixed(2)}**`, met: r >= goal, ...judged(each, (x) => x >= goal, (x) => x.toFixed(2)) })
   }
   const ceiling = (id: string, what: string, value: number | undefined, goal: number, a: Aggregate | undefined, each: (x: RepeatFigures) => number | undefined) => {
-    if (value === undefined || !Number.isFinite(value)) out.push({ id, what, measured: 'not measured', met: null })
-    else out.push({ id, what, measured: `**${fmtMs(value)} ms**${at(a)}`, met: value <= goal, ...judged(a!.byRepeat.map((x) => each(x) ?? Number.NaN), (x) => x <= goal, fmtMs) })
+    if (!a || value === undefined || !Number.isFinite(value)) out.push({ id, what, measured: 'not measured', met: null })
+    else out.push({ id, what, measured: `**${fmtMs(value)} ms**${at(a)}`, met: value <= goal, ...judged(a.byRepeat.map((x) => each(x) ?? Number.NaN), (x) => x <= goal, fmtMs) })
   }
   const bareHot = nearest('hot', 'bare', 10)
   const http256 = nearest('hot', 'http', 256)
