@@ -46,6 +46,18 @@ export interface FlashSaleOptions {
   publishStatistics?: () => Promise<void>
   /** Headers for a request on behalf of a user: bearer tokens when the service has AUTH_JWT_SECRET. */
   authorize?: Authorize
+  /**
+   * Answer "busy, retry shortly" as the API asks its clients to: a 503, a 409
+   * WA102 (the same key still in progress) or no answer is sent again after
+   * its Retry-After, for at most this long (ms) per call. Every checkout,
+   * payment and cancellation then carries an Idempotency-Key, so one sent
+   * again takes effect at most once; a cart line sent again is first read
+   * back; a restock (no key) is never sent again. A 503 that tells of a
+   * deadlock (40P01) or a serialization failure (40001) is never sent again:
+   * the verdict must see it. 0 (the default): each call is sent once, and a
+   * call besides the checkouts that fails ends the run.
+   */
+  retryBusyWithinMs?: number
 }
 
 export interface SaleProduct {
@@ -81,6 +93,13 @@ export interface FlashSaleResult {
   batches?: { count: number; checkouts: number }
   /** What accepted buyers did next: cancelled, paid then cancelled, paid, left pending to expire (and how many of those the service expired in time). */
   lifecycle: { cancelled: number; paidThenCancelled: number; paid: number; leftPending: number; expired: number }
+  /**
+   * Calls sent again after a busy answer (see retryBusyWithinMs): checkouts,
+   * and the other calls (the setup, payments, cancellations); `replayed`
+   * checkouts had been placed before their answer was lost, and were
+   * answered from their Idempotency-Key.
+   */
+  resent: { checkouts: number; calls: number; replayed: number }
 }
 
 const SELLERS = 3
@@ -124,6 +143,70 @@ export function plannedCarts(options: Pick<FlashSaleOptions, 'buyers' | 'product
 
 class SetupError extends Error {}
 
+/** Never sent again: a deadlock or serialization failure must reach the verdict. */
+const NEVER_RESENT = new Set(['40P01', '40001'])
+
+/** A busy answer a client should send again after Retry-After (status 0: no answer at all). */
+export function isBusy(status: number, body: any): boolean {
+  if (status === 0) return true
+  if (status === 503) return !NEVER_RESENT.has(body?.code)
+  return status === 409 && body?.code === 'WA102'
+}
+
+/** How long to wait before sending again: Retry-After (seconds), at least 50 ms, within what is left of the budget. */
+export function pauseBefore(retryAfter: string | null, leftMs: number): number {
+  const seconds = Number(retryAfter)
+  const asked = Number.isFinite(seconds) && seconds > 0 ? seconds * 1000 : 100
+  return Math.max(0, Math.min(Math.max(asked, 50) * (0.75 + Math.random() / 2), leftMs))
+}
+
+interface Reply {
+  status: number
+  body: any
+  retryAfter: string | null
+  replayed?: boolean
+}
+
+/** One request; status 0 and the error as the body when no answer came. */
+async function send(url: string, init: RequestInit): Promise<Reply> {
+  try {
+    const response = await fetch(url, init)
+    const body = await response.json().catch(() => ({ error: 'the body is not JSON' }))
+    return {
+      status: response.status,
+      body,
+      retryAfter: response.headers.get('retry-after'),
+      replayed: response.headers.get('idempotent-replayed') === 'true',
+    }
+  } catch (error) {
+    return { status: 0, body: { error: String(error) }, retryAfter: null }
+  }
+}
+
+/**
+ * send(), and again after each busy answer until withinMs have passed (0: once).
+ * `landed` is asked before each resend whether the call took effect after all;
+ * what it returns is then the answer.
+ */
+async function sendUntilNotBusy(
+  url: string,
+  init: RequestInit,
+  withinMs: number,
+  onResend: () => void,
+  landed?: () => Promise<Reply | undefined>,
+): Promise<Reply> {
+  const deadline = performance.now() + withinMs
+  for (;;) {
+    const reply = await send(url, init)
+    const left = deadline - performance.now()
+    if (!isBusy(reply.status, reply.body) || left <= 0) return reply
+    await Bun.sleep(pauseBefore(reply.retryAfter, left))
+    const took = await landed?.()
+    if (took) return took
+    onResend()
+  }
+}
+
 /**
  * A flash sale against a running service: creates the products and every
  * buyer's cart through the API, releases the checkouts at once (at most
@@ -137,13 +220,39 @@ export async function runFlashSale(
 ): Promise<FlashSaleResult> {
   const { baseUrl } = options
   const authorize = options.authorize ?? openContract
-  const call = async (asUser: number, method: string, path: string, body?: unknown): Promise<any> => {
+  // Fresh user ids (15 digits at most, as the API takes them), so every cart starts empty; they also make the run's Idempotency-Keys its own.
+  const firstUser = (Date.now() % 1_000_000_000) * 100_000 + 1
+  const retryWithinMs = options.retryBusyWithinMs ?? 0
+  const resent = { checkouts: 0, calls: 0, replayed: 0 }
+  /**
+   * A call besides the checkouts; a busy answer is sent again (retryBusyWithinMs)
+   * only when that is safe: a read, a call with an Idempotency-Key (`key`),
+   * or one whose effect can be read back first (`landed`); a new product too
+   * (a lost first answer leaves at most an unsold product behind). `once`:
+   * never sent again.
+   */
+  const call = async (
+    asUser: number,
+    method: string,
+    path: string,
+    body?: unknown,
+    how: { key?: string; landed?: () => Promise<unknown>; once?: boolean } = {},
+  ): Promise<any> => {
+    const { key, landed } = how
     const headers: Record<string, string> = { ...(await authorize(asUser)) }
     if (body !== undefined) headers['content-type'] = 'application/json'
-    const response = await fetch(`${baseUrl}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) })
-    const json: any = await response.json().catch(() => undefined)
-    if (response.status >= 300) throw new SetupError(`${method} ${path} answered ${response.status}: ${json?.error ?? JSON.stringify(json)}`)
-    return json.data
+    if (key && retryWithinMs > 0) headers['idempotency-key'] = `flash-sale-${firstUser}-${key}`
+    const init = { method, headers, body: body === undefined ? undefined : JSON.stringify(body) }
+    const tookEffect =
+      landed &&
+      (async () => {
+        const data = await landed()
+        return data === undefined ? undefined : { status: 200, body: { data }, retryAfter: null }
+      })
+    const reply = await sendUntilNotBusy(`${baseUrl}${path}`, init, how.once ? 0 : retryWithinMs, () => resent.calls++, tookEffect)
+    if (reply.status < 200 || reply.status >= 300)
+      throw new SetupError(`${method} ${path} answered ${reply.status}: ${reply.body?.error ?? JSON.stringify(reply.body)}`)
+    return reply.body.data
   }
 
   const setupStarted = performance.now()
@@ -165,16 +274,17 @@ export async function runFlashSale(
     initialStock.set(product.id, product.stock)
   }
 
-  // Fresh user ids (15 digits at most, as the API takes them), so every cart starts empty.
-  const firstUser = (Date.now() % 1_000_000_000) * 100_000 + 1
   const plans = plannedCarts(options)
   let cartLines = 0
   const buyers = await mapConcurrent(plans, SETUP_CONCURRENCY, async (plan, i) => {
     const userId = firstUser + i
     const cart = await call(userId, 'GET', `/carts?user_id=${userId}`)
     if (cart.items.length > 0) throw new SetupError(`user ${userId} already has a cart with items; run again`)
+    // The cart starts empty and holds one line per product: a line with this product is this add.
+    const lineOf = (productId: number) => async () =>
+      (await call(userId, 'GET', `/carts?user_id=${userId}`)).items.find((item: { product: { id: number } }) => item.product.id === productId)
     for (const [index, quantity] of plan)
-      await call(userId, 'POST', '/carts/items', { cart_id: cart.id, product_id: products[index].id, quantity })
+      await call(userId, 'POST', '/carts/items', { cart_id: cart.id, product_id: products[index].id, quantity }, { landed: lineOf(products[index].id) })
     cartLines += plan.length
     progress.done++
     return { cartId: cart.id as number, userId, wants: new Map(plan.map(([index, quantity]) => [products[index].id, quantity])) }
@@ -204,17 +314,17 @@ export async function runFlashSale(
       const roll = random.next()
       for (const order of orders) {
         if (roll < cancelRate / 2) {
-          await call(userId, 'POST', `/orders/${order.id}/cancel`)
+          await call(userId, 'POST', `/orders/${order.id}/cancel`, undefined, { key: `cancel-${order.id}` })
           lifecycle.cancelled++
         } else if (roll < cancelRate) {
-          await call(userId, 'POST', `/orders/${order.id}/pay`)
-          await call(userId, 'POST', `/orders/${order.id}/cancel`)
+          await call(userId, 'POST', `/orders/${order.id}/pay`, undefined, { key: `pay-${order.id}` })
+          await call(userId, 'POST', `/orders/${order.id}/cancel`, undefined, { key: `cancel-${order.id}` })
           lifecycle.paidThenCancelled++
         } else if (options.expireWithinMs && roll < cancelRate + (1 - cancelRate) / 2) {
           lifecycle.leftPending++
           pendingOrders.push({ orderId: order.id, buyerId: userId })
         } else if (cancelRate > 0 || options.expireWithinMs) {
-          await call(userId, 'POST', `/orders/${order.id}/pay`)
+          await call(userId, 'POST', `/orders/${order.id}/pay`, undefined, { key: `pay-${order.id}` })
           lifecycle.paid++
         }
       }
@@ -225,7 +335,8 @@ export async function runFlashSale(
       for (let i = 0; i < (options.restocks ?? 0) && racing; i++) {
         const product = products[random.int(0, products.length - 1)]
         const quantity = random.int(1, 5)
-        await call(product.sellerId, 'POST', `/products/${product.id}/restock`, { quantity, note: 'simulated restock' })
+        // Sent once: a restock takes no Idempotency-Key, so one sent again might be counted twice.
+        await call(product.sellerId, 'POST', `/products/${product.id}/restock`, { quantity, note: 'simulated restock' }, { once: true })
         stockAdjustments.set(product.id, [...(stockAdjustments.get(product.id) ?? []), quantity])
         await Bun.sleep(10) // spread over the race, not a wait for anything
       }
@@ -234,18 +345,13 @@ export async function runFlashSale(
     Object.assign(progress, { phase: 'race', done: 0, total: buyers.length, since: raceStarted })
     // If the race fails, the restocks stop and end before the failure is told (not after, masking it).
     const race = mapConcurrent(buyers, options.concurrency, async (buyer, i): Promise<Attempt> => {
-      const headers = await authorize(buyer.userId)
+      const headers: Record<string, string> = { ...(await authorize(buyer.userId)) }
+      // Unique per buyer and run: a checkout sent again is answered with its first outcome.
+      if (retryWithinMs > 0) headers['idempotency-key'] = `flash-sale-${firstUser}-${buyer.cartId}`
       const started = performance.now()
-      let status = 0
-      let body: unknown
-      try {
-        const response = await fetch(`${baseUrl}/carts/${buyer.cartId}/checkout`, { method: 'POST', headers })
-        status = response.status
-        body = await response.json().catch(() => ({ error: 'the body is not JSON' }))
-      } catch (error) {
-        body = { error: String(error) }
-      }
+      const { status, body, replayed } = await sendUntilNotBusy(`${baseUrl}/carts/${buyer.cartId}/checkout`, { method: 'POST', headers }, retryWithinMs, () => resent.checkouts++)
       latencies[i] = performance.now() - started
+      if (replayed) resent.replayed++
       const outcome = outcomeOfHttp(status, body)
       progress.done++
       progress[outcome.kind]++
@@ -279,7 +385,7 @@ export async function runFlashSale(
     const verdict = judge(run, facts)
     onPhaseDone({ ...progress })
     progress.phase = 'done'
-    return { options, products, checkouts, latencies, cartLines, setupMs, raceMs, verdict, batches, lifecycle }
+    return { options, products, checkouts, latencies, cartLines, setupMs, raceMs, verdict, batches, lifecycle, resent }
   } finally {
     await sql?.end({ timeout: 5 })
   }

@@ -6,6 +6,7 @@ import { createSql, type Sql } from '../../src/db/client.ts'
 import { startEmbeddedPostgres, type EmbeddedServer } from '../../src/db/embedded.ts'
 import { migrate } from '../../src/db/migrate.ts'
 import { checkInvariants, startRun } from '../../proof/database-facts.ts'
+import { newProgress, runFlashSale } from '../../proof/flash-sale.ts'
 import { type Attempt, type Verdict } from '../../proof/judge.ts'
 import { outcomeOfHttp } from '../../proof/outcomes.ts'
 import { testDatabaseUrl, testSql } from '../support/db.ts'
@@ -294,4 +295,61 @@ describe('faults in the middle of a race', () => {
       await proxy.stop()
     }
   }, 60_000)
+
+  it('connections cut all through a race: a client that sends each busy answer again, with its Idempotency-Key, ends with every checkout placed once or refused', async () => {
+    const upstream = new URL(testDatabaseUrl())
+    const proxy = await FaultyProxy.start(Number(upstream.port))
+    try {
+      const viaProxy = new URL(upstream)
+      viaProxy.port = String(proxy.port)
+      const { baseUrl } = await service(viaProxy.toString())
+      const progress = newProgress()
+      const sale = runFlashSale(
+        { baseUrl, databaseUrl: testDatabaseUrl(), buyers: 120, products: 2, stock: 60, maxQty: 2, multi: true, concurrency: 30, seed: 77, retryBusyWithinMs: 30_000 },
+        progress,
+      )
+      // The moment a row has committed, every connection between the service and PostgreSQL is cut: with
+      // 300 ms each way, the answer of the call that wrote it is still on its way back, and is lost. Once
+      // in the setup (a cart line), twice in the race (an order).
+      let racing = true
+      const cuts = { setup: 0, race: 0 }
+      const cutOnceWritten = async (table: 'cart_items' | 'orders', since: Date, before: number) => {
+        const seen = await until(
+          `a row of ${table} written after the last cut`,
+          async () => {
+            const [{ rows }] = await sql<{ rows: number }[]>`select count(*)::int as rows from ${sql('waitress')}.${sql(table)} where created_at > ${since}`
+            return (rows > before || !racing) && { rows }
+          },
+          { everyMs: 5 },
+        )
+        if (racing) proxy.resetAll()
+        return seen.rows
+      }
+      const now = async () => (await sql<{ now: Date }[]>`select clock_timestamp() as now`)[0].now
+      const cutting = (async () => {
+        proxy.latencyMs = 300
+        await cutOnceWritten('cart_items', await now(), 0)
+        cuts.setup++
+        proxy.latencyMs = 0
+        await until('the race to start', () => progress.phase !== 'setup' || !racing)
+        proxy.latencyMs = 300
+        const since = await now()
+        for (let placed = 0; cuts.race < 2 && racing; cuts.race++) placed = await cutOnceWritten('orders', since, placed)
+        proxy.latencyMs = 0
+      })()
+      const result = await sale.finally(() => (racing = false))
+      await cutting
+      console.log('[faults] connections cut', cuts, 'sent again', result.resent)
+      // Not indefinite: a 503 or no answer left at the end would be a violation, and so would an order placed twice.
+      expect(result.verdict.violations).toEqual([])
+      expect(cuts).toEqual({ setup: 1, race: 2 })
+      expect(result.resent.calls).toBeGreaterThan(0)
+      expect(result.resent.checkouts).toBeGreaterThan(0)
+      // Some of them had been placed: their first answer was lost, and the key gave it back instead of a second order.
+      expect(result.resent.replayed).toBeGreaterThan(0)
+      expect(result.checkouts.filter((c) => c.outcome.kind === 'accepted').length).toBeGreaterThan(0)
+    } finally {
+      await proxy.stop()
+    }
+  }, 120_000)
 })

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'bun:test'
 import { resolve } from 'node:path'
 import { createApp } from '../../src/app.ts'
 import { Metrics } from '../../src/observability/metrics.ts'
-import { percentile, plannedCarts, runFlashSale } from '../../proof/flash-sale.ts'
+import { isBusy, pauseBefore, percentile, plannedCarts, runFlashSale } from '../../proof/flash-sale.ts'
 import { INVARIANTS } from '../../proof/judge.ts'
 import { report } from '../../proof/report.ts'
 import { apiSql, publishStatistics, testDatabaseUrl, testSql } from '../support/db.ts'
@@ -39,6 +39,23 @@ describe('flash sale', () => {
       expect(cart.every(([index, quantity]) => index >= 0 && index < 5 && quantity >= 1 && quantity <= 2)).toBe(true)
     }
     expect(plannedCarts({ ...options, multi: false }).every((cart) => cart.length === 1)).toBe(true)
+  })
+
+  it('sends again only what the API calls busy, after its Retry-After and within the budget', () => {
+    expect(isBusy(503, { code: 'WA103' })).toBe(true)
+    expect(isBusy(503, { error: 'Your worker restarted mid-request' })).toBe(true)
+    expect(isBusy(409, { code: 'WA102' })).toBe(true)
+    expect(isBusy(0, { error: 'connection reset' })).toBe(true)
+    // A deadlock or serialization failure reaching a client is a violation: never hidden by a retry.
+    expect(isBusy(503, { code: '40P01' })).toBe(false)
+    expect(isBusy(503, { code: '40001' })).toBe(false)
+    for (const status of [201, 409, 422, 429, 500]) expect(isBusy(status, { code: 'WA004' })).toBe(false)
+    const pause = pauseBefore('1', 10_000)
+    expect(pause).toBeGreaterThanOrEqual(750)
+    expect(pause).toBeLessThanOrEqual(1_250)
+    expect(pauseBefore('1', 200)).toBeLessThanOrEqual(200)
+    expect(pauseBefore('0', 10_000)).toBeGreaterThanOrEqual(75)
+    expect(pauseBefore(null, 10_000)).toBeLessThanOrEqual(125)
   })
 
   it('takes percentiles by nearest rank', () => {
