@@ -64,6 +64,15 @@ async function service(databaseUrl: string, env: Record<string, string> = {}, po
   return { ...running, applicationName }
 }
 
+/** A TCP proxy in front of the test database, and the database's URL through it. */
+async function proxiedDatabase() {
+  const upstream = new URL(testDatabaseUrl())
+  const proxy = await FaultyProxy.start(Number(upstream.port))
+  const viaProxy = new URL(upstream)
+  viaProxy.port = String(proxy.port)
+  return { proxy, viaProxy: viaProxy.toString() }
+}
+
 /**
  * 200 buyers (or as many as given) for a hot product whose stock is below
  * demand; half also want a plain product of another seller, so their
@@ -247,13 +256,10 @@ describe('faults in the middle of a race', () => {
   }, 60_000)
 
   it('a slow network, then cut connections: a race completes, requests fail with 503 within the timeout plus a margin, and recover', async () => {
-    const upstream = new URL(testDatabaseUrl())
-    const proxy = await FaultyProxy.start(Number(upstream.port))
+    const { proxy, viaProxy } = await proxiedDatabase()
     try {
-      const viaProxy = new URL(upstream)
-      viaProxy.port = String(proxy.port)
       const statementTimeoutMs = 1_000
-      const { baseUrl, applicationName, child } = await service(viaProxy.toString(), { DB_STATEMENT_TIMEOUT: `${statementTimeoutMs}ms` })
+      const { baseUrl, applicationName, child } = await service(viaProxy, { DB_STATEMENT_TIMEOUT: `${statementTimeoutMs}ms` })
 
       // Latency alone: slower, still correct, and no request fails.
       proxy.latencyMs = 20
@@ -297,12 +303,9 @@ describe('faults in the middle of a race', () => {
   }, 60_000)
 
   it('connections cut all through a race: a client that sends each busy answer again, with its Idempotency-Key, ends with every checkout placed once or refused', async () => {
-    const upstream = new URL(testDatabaseUrl())
-    const proxy = await FaultyProxy.start(Number(upstream.port))
+    const { proxy, viaProxy } = await proxiedDatabase()
     try {
-      const viaProxy = new URL(upstream)
-      viaProxy.port = String(proxy.port)
-      const { baseUrl } = await service(viaProxy.toString())
+      const { baseUrl } = await service(viaProxy)
       const progress = newProgress()
       const sale = runFlashSale(
         { baseUrl, databaseUrl: testDatabaseUrl(), buyers: 120, products: 2, stock: 60, maxQty: 2, multi: true, concurrency: 30, seed: 77, retryBusyWithinMs: 30_000 },
