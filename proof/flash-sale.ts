@@ -186,14 +186,14 @@ async function send(url: string, init: RequestInit): Promise<Reply> {
 /**
  * send(), and again after each busy answer until withinMs have passed (0: once).
  * `landed` is asked before each resend whether the call took effect after all;
- * what it returns is then the answer.
+ * what it returns, if anything, is then the answer's data.
  */
 async function sendUntilNotBusy(
   url: string,
   init: RequestInit,
   withinMs: number,
   onResend: () => void,
-  landed?: () => Promise<Reply | undefined>,
+  landed?: () => Promise<unknown>,
 ): Promise<Reply> {
   const deadline = performance.now() + withinMs
   for (;;) {
@@ -201,8 +201,8 @@ async function sendUntilNotBusy(
     const left = deadline - performance.now()
     if (!isBusy(reply.status, reply.body) || left <= 0) return reply
     await Bun.sleep(pauseBefore(reply.retryAfter, left))
-    const took = await landed?.()
-    if (took) return took
+    const data = await landed?.()
+    if (data !== undefined) return { status: 200, body: { data }, retryAfter: null }
     onResend()
   }
 }
@@ -238,18 +238,12 @@ export async function runFlashSale(
     body?: unknown,
     how: { key?: string; landed?: () => Promise<unknown>; once?: boolean } = {},
   ): Promise<any> => {
-    const { key, landed } = how
+    const { key, landed, once } = how
     const headers: Record<string, string> = { ...(await authorize(asUser)) }
     if (body !== undefined) headers['content-type'] = 'application/json'
     if (key && retryWithinMs > 0) headers['idempotency-key'] = `flash-sale-${firstUser}-${key}`
     const init = { method, headers, body: body === undefined ? undefined : JSON.stringify(body) }
-    const tookEffect =
-      landed &&
-      (async () => {
-        const data = await landed()
-        return data === undefined ? undefined : { status: 200, body: { data }, retryAfter: null }
-      })
-    const reply = await sendUntilNotBusy(`${baseUrl}${path}`, init, how.once ? 0 : retryWithinMs, () => resent.calls++, tookEffect)
+    const reply = await sendUntilNotBusy(`${baseUrl}${path}`, init, once ? 0 : retryWithinMs, () => resent.calls++, landed)
     if (reply.status < 200 || reply.status >= 300)
       throw new SetupError(`${method} ${path} answered ${reply.status}: ${reply.body?.error ?? JSON.stringify(reply.body)}`)
     return reply.body.data
