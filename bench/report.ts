@@ -126,6 +126,7 @@ export function aggregate(cells: CellResult[]): Aggregate[] {
     const byRepeat: RepeatFigures[] = group
       .map((c, i) => ({ repeat: c.repeat, rate: c.rate, p50: c.p50, p99: c.p99, dbUs: db[i], ...(c.side ? { sideP99: c.side.p99 } : {}) }))
       .sort((a, b) => a.repeat - b.repeat)
+    const rates = byRepeat.map((r) => r.rate)
     const total = group.map((c) =>
       c.cpuMs.db === null ? Number.NaN : perOrderUs((c.cpuMs.service ?? 0) + c.cpuMs.db, c.ok),
     )
@@ -133,8 +134,8 @@ export function aggregate(cells: CellResult[]): Aggregate[] {
       scenario,
       mode,
       concurrency,
-      rates: byRepeat.map((r) => r.rate),
-      rate: median(group.map((c) => c.rate)),
+      rates,
+      rate: median(rates),
       p50: median(group.map((c) => c.p50)),
       p95: median(group.map((c) => c.p95)),
       p99: median(group.map((c) => c.p99)),
